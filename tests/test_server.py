@@ -1,0 +1,297 @@
+"""The HTTP server: routes, static files, framing, keep-alive, shutdown (issue 2)."""
+
+import base64
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import appserver
+from tests.support import REPO, start_app_server, stop_app_server
+
+SECRET = "Zx9-very-secret-key-Qw7"
+STS = "sts-token-Mk3"
+
+
+class LogCapture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+class ServerTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        root = os.path.join(cls.tmp.name, "static")
+        os.makedirs(os.path.join(root, "sub"))
+        os.makedirs(os.path.join(root, ".git"))
+        files = {"index.html": "<!doctype html><title>t</title>", "upload.js": "'use strict';",
+                 "style.css": "body{}", "sub/x.txt": "x", ".hidden": "dotfile",
+                 ".git/config": "gitconfig"}
+        for name, text in files.items():
+            with open(os.path.join(root, name), "w") as f:
+                f.write(text)
+        with open(os.path.join(cls.tmp.name, "outside.txt"), "w") as f:
+            f.write("outside-secret")
+        os.symlink(os.path.join(cls.tmp.name, "outside.txt"), os.path.join(root, "link.txt"))
+        cls.config = appserver.Config(access_key_id="ak", access_key_secret=SECRET,
+                                      security_token=STS, bucket="examplebucket",
+                                      region="cn-hangzhou", callback_url="http://127.0.0.1:1/cb")
+        cls.logs = LogCapture()
+        logging.getLogger("appserver").addHandler(cls.logs)
+        logging.getLogger("appserver").setLevel(logging.INFO)
+        app = appserver.App(cls.config, static_dir=root)
+        cls.server, cls.url = start_app_server(cls.config, app=app, idle_timeout=1.0,
+                                               request_timeout=3.0)
+        cls.port = cls.server.server_address[1]
+        cls.bodies = []
+
+    @classmethod
+    def tearDownClass(cls):
+        stop_app_server(cls.server)
+        logging.getLogger("appserver").removeHandler(cls.logs)
+        cls.tmp.cleanup()
+        everything = "\n".join(cls.logs.lines)
+        secret_b64 = base64.b64encode(SECRET.encode()).decode()
+        for text in (everything, "\n".join(cls.bodies)):
+            assert SECRET not in text and secret_b64 not in text, "secret leaked"
+        assert STS not in everything, "STS token logged"
+
+    def request(self, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        self.bodies.append(data.decode("latin-1"))
+        return response, data
+
+    def raw(self, payload, read_timeout=3):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=read_timeout) as sock:
+            sock.sendall(payload)
+            chunks = []
+            try:
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+            except socket.timeout:
+                pass
+        data = b"".join(chunks)
+        self.bodies.append(data.decode("latin-1"))
+        return data
+
+    def assert_error(self, response, data, status):
+        self.assertEqual(response.status, status)
+        self.assertEqual(response.getheader("Content-Type"), "application/json")
+        self.assertEqual(int(response.getheader("Content-Length")), len(data))
+        payload = json.loads(data)
+        self.assertEqual(payload["Status"], "Error")
+        self.assertIsInstance(payload["Message"], str)
+        self.assertNotIn("Traceback", data.decode())
+
+    # -- routes ---------------------------------------------------------------------------
+
+    def test_token(self):
+        response, data = self.request("GET", "/")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.getheader("Content-Type"), "application/json")
+        self.assertEqual(response.getheader("Cache-Control"), "no-store")
+        self.assertEqual(response.getheader("Access-Control-Allow-Origin"), "*")
+        self.assertIn("POST", response.getheader("Access-Control-Allow-Methods"))
+        self.assertEqual(int(response.getheader("Content-Length")), len(data))
+        token = json.loads(data)
+        self.assertEqual(token["accessid"], "ak")
+        self.assertEqual(token["x-oss-security-token"], STS)
+        self.assertGreater(token["expire"], time.time())
+
+    def test_head_is_get_without_body(self):
+        get, body = self.request("GET", "/healthz")
+        head, empty = self.request("HEAD", "/healthz")
+        self.assertEqual(head.status, 200)
+        self.assertEqual(empty, b"")
+        self.assertEqual(head.getheader("Content-Length"), str(len(body)))
+
+    def test_options_preflight(self):
+        response, data = self.request("OPTIONS", "/")
+        self.assertEqual(response.status, 204)
+        self.assertEqual(data, b"")
+        self.assertIsNone(response.getheader("Content-Length"))
+        self.assertEqual(response.getheader("Access-Control-Allow-Origin"), "*")
+
+    def test_healthz(self):
+        response, data = self.request("GET", "/healthz")
+        self.assertEqual((response.status, json.loads(data)), (200, {"Status": "OK"}))
+
+    def test_unknown_paths_are_404_not_tokens(self):
+        for path in ("/favicon.ico", "/?x", "/index.htm", "/healthz/"):
+            with self.subTest(path=path):
+                response, data = self.request("GET", path)
+                if path == "/?x":  # the query does not change the route
+                    self.assertEqual(response.status, 200)
+                    continue
+                self.assert_error(response, data, 404)
+                self.assertNotIn(b"policy", data)
+
+    def test_static_files(self):
+        for path, ctype, text in (("/index.html", "text/html", b"<!doctype"),
+                                  ("/upload.js", "text/javascript", b"'use strict'"),
+                                  ("/style.css", "text/css", b"body"),
+                                  ("/sub/x.txt", "text/plain", b"x")):
+            with self.subTest(path=path):
+                response, data = self.request("GET", path)
+                self.assertEqual(response.status, 200)
+                self.assertTrue(response.getheader("Content-Type").startswith(ctype))
+                self.assertEqual(response.getheader("X-Content-Type-Options"), "nosniff")
+                self.assertTrue(data.startswith(text))
+        response, _ = self.request("GET", "/index.html")
+        self.assertIn("default-src 'self'", response.getheader("Content-Security-Policy"))
+
+    def test_traversal_and_hidden_files_are_404(self):
+        for path in ("/../appserver.py", "/%2e%2e/appserver.py", "/static/../README.md",
+                     "/..%2fappserver.py", "/%252e%252e/", "/.hidden", "/.git/config",
+                     "/sub/../index.html", "//etc/passwd", "/link.txt", "/sub",
+                     "/index.html%00.txt", "/static/index.html", "/sub/"):
+            with self.subTest(path=path):
+                response, data = self.request("GET", path)
+                self.assert_error(response, data, 404)
+                for leaked in (b"outside-secret", b"dotfile", b"gitconfig", b"import"):
+                    self.assertNotIn(leaked, data)
+
+    def test_methods(self):
+        for method in ("PUT", "DELETE", "PATCH"):
+            with self.subTest(method=method):
+                response, data = self.request(method, "/", body=b"")
+                self.assert_error(response, data, 405)
+                self.assertEqual(response.getheader("Allow"), "GET, HEAD, POST, OPTIONS")
+        for method in ("TRACE", "BREW", "CONNECT"):
+            with self.subTest(method=method):
+                response, data = self.request(method, "/")
+                self.assert_error(response, data, 501)
+                self.assertNotIn(method.encode(), data)
+
+    def test_malformed_request_line_is_400(self):
+        for line in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1 extra\r\n\r\n",
+                     b"GET / HTTP/x.y\r\n\r\n"):
+            with self.subTest(line=line):
+                data = self.raw(line)
+                self.assertTrue(data.startswith(b"HTTP/1.1 400 "), data[:40])
+                self.assertIn(b'{"Status":"Error","Message":"Bad Request"}', data)
+
+    def test_unsupported_http_version_is_505(self):
+        data = self.raw(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 505 "), data[:40])
+
+    def test_keep_alive_reuses_the_connection(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            sock = conn.sock
+            for path in ("/", "/index.html", "/missing"):
+                conn.request("GET", path)
+                response = conn.getresponse()
+                response.read()
+                self.assertIs(conn.sock, sock, "connection was not kept alive")
+            self.assertEqual(response.status, 404)
+        finally:
+            conn.close()
+
+    def test_idle_keep_alive_connection_is_closed(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.2)
+            self.assertIn(b"200 OK", sock.recv(65536))
+            started = time.monotonic()
+            self.assertEqual(sock.recv(1), b"")  # server closes after idle_timeout (1 s)
+            self.assertLess(time.monotonic() - started, 4)
+
+    def test_slow_request_hits_the_total_deadline(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            started = time.monotonic()
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+            closed = False
+            while time.monotonic() - started < 8:
+                try:
+                    sock.sendall(b"X-a: b\r\n")  # one header line every 0.5 s, under idle_timeout
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.5)
+                sock.settimeout(0.01)
+                try:
+                    if sock.recv(65536) == b"":
+                        closed = True
+                        break
+                except socket.timeout:
+                    pass
+                except OSError:
+                    closed = True
+                    break
+            self.assertTrue(closed, "slow request was never cut off")
+            self.assertLess(time.monotonic() - started, 6)  # request_timeout is 3 s
+
+    def test_get_with_a_body_closes_instead_of_parsing_the_body(self):
+        smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        data = self.raw(b"GET /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                        % len(smuggled) + smuggled)
+        self.assertEqual(data.count(b"HTTP/1.1 "), 1)
+        self.assertIn(b"Connection: close", data)
+
+    def test_every_response_has_a_correct_content_length(self):
+        for method, path in (("GET", "/"), ("GET", "/nope"), ("PUT", "/"), ("GET", "/style.css")):
+            response, data = self.request(method, path, body=b"" if method == "PUT" else None)
+            self.assertEqual(int(response.getheader("Content-Length")), len(data))
+
+
+class Shutdown(unittest.TestCase):
+    def free_port(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def test_sigterm_exits_0_even_with_an_idle_keep_alive_connection(self):
+        port = self.free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OSS_")}
+        process = subprocess.Popen([sys.executable, str(REPO / "appserver.py"), "127.0.0.1",
+                                    str(port)], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(100):
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    conn.request("GET", "/healthz")
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            self.assertEqual(conn.getresponse().read(), b'{"Status":"OK"}')
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=10)
+            self.assertEqual(process.returncode, 0, err)
+            self.assertLess(time.monotonic() - started, 3)
+            self.assertIn("shutting down", err)
+            self.assertIn("page:", out)
+            conn.close()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+
+if __name__ == "__main__":
+    unittest.main()
