@@ -1187,7 +1187,8 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
         self._responded = False
         self.command, self.path, self.request_version = "", "", "HTTP/1.0"
         self.close_connection = True
-        self.server.track_idle(self.connection, True)
+        if not self.server.track_idle(self.connection, True):
+            return  # shutting down: take no new request on this connection
         try:
             self.raw_requestline = self.rfile.readline(65537)
         except (TimeoutError, OSError):
@@ -1337,16 +1338,22 @@ class AppServer(http.server.ThreadingHTTPServer):
     def handle_error(self, request, client_address):
         log.exception("unhandled error on a connection from %s", client_address[0])
 
-    def track_idle(self, connection, idle: bool):
+    def track_idle(self, connection, idle: bool) -> bool:
+        """Note a connection waiting for its next request, so that stop() can wake it.
+        Returns False once the server is stopping: the connection should close."""
         with self._idle_lock:
-            if idle:
-                self._idle.add(connection)
-            else:
+            if not idle:
                 self._idle.discard(connection)
+            elif self.stopping:
+                return False
+            else:
+                self._idle.add(connection)
+        return True
 
     def stop(self):
         """Stop accepting, wake idle keep-alive connections, and wait for in-flight requests."""
-        self.stopping = True
+        with self._idle_lock:
+            self.stopping = True
         self.shutdown()
         with self._idle_lock:
             for connection in list(self._idle):
