@@ -13,7 +13,7 @@ test:
 	$(PYTHON) -m unittest discover -s tests -t .
 
 lint:
-	$(PYTHON) -m vermin --no-tips --violations --target=3.10- appserver.py tests
+	vermin --no-tips --violations --target=3.10- appserver.py tests
 	! grep -nE '^\s*(import cgi|from cgi )|utcfromtimestamp|utcnow\(' appserver.py tests/*.py
 
 bench:
