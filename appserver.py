@@ -757,14 +757,21 @@ def pub_key_url_allowed(url: str, prefixes) -> bool:
     return False
 
 
-class _DeadlineReader(socket.SocketIO):
+class _DeadlineReader(io.RawIOBase):
     """A socket reader whose every recv also respects one overall deadline. Socket timeouts
     are per operation: a peer sending a byte just before each timeout would never time out."""
 
     def __init__(self, sock, idle_timeout, deadline=None):
-        super().__init__(sock, "rb")
+        super().__init__()
+        self._sock = sock
+        # makefile() counts the reader as a user of the socket, so an HTTPConnection that
+        # "closes" after handing the socket to its response does not close it under us.
+        self._raw = sock.makefile("rb", buffering=0)
         self.idle_timeout = idle_timeout
         self.deadline = deadline
+
+    def readable(self):
+        return True
 
     def readinto(self, buffer):
         timeout = self.idle_timeout
@@ -774,7 +781,11 @@ class _DeadlineReader(socket.SocketIO):
                 raise TimeoutError("deadline exceeded")
             timeout = min(timeout, remaining)
         self._sock.settimeout(timeout)
-        return super().readinto(buffer)
+        return self._raw.readinto(buffer)
+
+    def close(self):
+        self._raw.close()
+        super().close()
 
 
 def fetch_public_key_pem(url: str, deadline: float = KEY_FETCH_DEADLINE) -> bytes:

@@ -1,0 +1,371 @@
+"""Key-URL allowlist matching and the public-key cache (TTL, negative cache, single-flight, bound)."""
+
+import threading
+import time
+import unittest
+
+import appserver
+from tests import rsa_testkit as kit
+
+DEFAULT_PREFIXES = appserver.Config().pub_key_url_prefixes
+OSS_HTTP = "http://gosspublic.alicdn.com/callback_pub_key_v1.pem"
+OSS_HTTPS = "https://gosspublic.alicdn.com/callback_pub_key_v1.pem"
+OSS_N = int(
+    "ab3f2411b3c1407669586de1cac1c77a083c12cdb231ac0b47d35effa7be59a4"
+    "96f91ca25be9bd72d38dac541d1dd6f4b5f14361075c025f081fba1f6605d64f", 16)
+
+
+class DefaultPrefixesTest(unittest.TestCase):
+    def test_defaults_are_the_documented_ones(self):
+        self.assertEqual(tuple(DEFAULT_PREFIXES),
+                         ("http://gosspublic.alicdn.com/", "https://gosspublic.alicdn.com/"))
+        self.assertEqual(appserver.OSS_CALLBACK_KEY_URL, OSS_HTTP)
+
+    def test_real_urls_allowed(self):
+        for url in (OSS_HTTP, OSS_HTTPS, "https://gosspublic.alicdn.com/callback_pub_key_v2.pem"):
+            with self.subTest(url):
+                self.assertIs(appserver.pub_key_url_allowed(url, DEFAULT_PREFIXES), True)
+
+    def test_refused(self):
+        refused = [
+            "https://gosspublic.alicdn.com.evil.test/k.pem",
+            "http://gosspublic.alicdn.com.evil.test/callback_pub_key_v1.pem",
+            "https://gosspublic.alicdn.com@127.0.0.1/",
+            "http://gosspublic.alicdn.com@127.0.0.1/callback_pub_key_v1.pem",
+            "https://user@gosspublic.alicdn.com/callback_pub_key_v1.pem",
+            "https://user:pw@gosspublic.alicdn.com/callback_pub_key_v1.pem",
+            "https://@gosspublic.alicdn.com/callback_pub_key_v1.pem",
+            "http://gosspublic-alicdn.com/x",
+            "http://gosspublicXalicdn.com/x",
+            "http://evil.gosspublic.alicdn.com/x",
+            "https://evil.com\\@gosspublic.alicdn.com/x",
+            "https://gosspublic.alicdn.com\\@evil.com/x",
+            "https://gosspublic.alicdn.com\\x",
+            "file:///etc/passwd",
+            "file://gosspublic.alicdn.com/etc/passwd",
+            "ftp://gosspublic.alicdn.com/callback_pub_key_v1.pem",
+            "gopher://gosspublic.alicdn.com/x",
+            "https://gosspublic.alicdn.com:444/callback_pub_key_v1.pem",
+            "http://gosspublic.alicdn.com:8080/callback_pub_key_v1.pem",
+            "https://GOSSPUBLIC.ALICDN.COM/callback_pub_key_v1.pem",
+            "https://GossPublic.alicdn.com/callback_pub_key_v1.pem",
+            "http://gosspublic.alicdn.CoM/callback_pub_key_v1.pem",
+            "https://gosspublic.alicdn.com./callback_pub_key_v1.pem",
+            "http://gosspublic.alicdn.com./x",
+            " https://gosspublic.alicdn.com/callback_pub_key_v1.pem",
+            "\thttps://gosspublic.alicdn.com/callback_pub_key_v1.pem",
+            "\x00https://gosspublic.alicdn.com/callback_pub_key_v1.pem",
+            "https://gosspublic.alicdn.com\t/callback_pub_key_v1.pem",
+            "https://gosspublic.ali\ncdn.com/callback_pub_key_v1.pem",
+            "https://gosspublic.alicdn.com\x00.evil.test/k.pem",
+            "https://gosspublic.alicdn.com /callback_pub_key_v1.pem",
+            "https://gosspublic.alicdn.com/callback_pub_key_v1.pem\r\nX-Injected: 1",
+            "https://gosspublic.alicdn.com/call back.pem",
+            "https://gosspublic.alicdn.com/k.pem\x7f",
+            "https://gosspublic%2ealicdn.com/callback_pub_key_v1.pem",
+            "https://%67osspublic.alicdn.com/callback_pub_key_v1.pem",
+            "https://gosspublic.alicdn.com%2f@evil.test/x",
+            "https://gosspublic.alicdn.com%00/x",
+            "https://gosspublic.alicdn.com",          # no path at all
+            "https:gosspublic.alicdn.com/x",
+            "https:/gosspublic.alicdn.com/x",
+            "//gosspublic.alicdn.com/callback_pub_key_v1.pem",
+            "gosspublic.alicdn.com/callback_pub_key_v1.pem",
+            "/callback_pub_key_v1.pem",
+            "",
+            "https://[::1]/callback_pub_key_v1.pem",
+            "https://127.0.0.1/callback_pub_key_v1.pem",
+            "https://169.254.169.254/latest/meta-data/",
+            "https://gosspublic.alicdn.com\u3002evil.test/x",   # ideographic full stop
+            "https://gosspublic\uff0ealicdn.com/x",            # fullwidth full stop
+            "https://gosspublic.alicdn.com:443@evil.test/x",
+        ]
+        for url in refused:
+            with self.subTest(url=url):
+                self.assertIs(appserver.pub_key_url_allowed(url, DEFAULT_PREFIXES), False)
+
+    def test_empty_prefix_list_refuses_everything(self):
+        for url in (OSS_HTTP, OSS_HTTPS, "http://127.0.0.1:1/x"):
+            with self.subTest(url):
+                self.assertIs(appserver.pub_key_url_allowed(url, ()), False)
+
+
+class LoopbackPrefixTest(unittest.TestCase):
+    PORT = 48123
+    PREFIX = "http://127.0.0.1:%d/keys/" % PORT
+
+    def allowed(self, url, prefixes=None):
+        return appserver.pub_key_url_allowed(url, (self.PREFIX,) if prefixes is None else prefixes)
+
+    def test_matching_urls(self):
+        for url in ("http://127.0.0.1:%d/keys/k.pem" % self.PORT,
+                    "http://127.0.0.1:%d/keys/" % self.PORT,
+                    "http://127.0.0.1:%d/keys/sub/dir/k.pem" % self.PORT):
+            with self.subTest(url):
+                self.assertIs(self.allowed(url), True)
+
+    def test_non_matching_urls(self):
+        p = self.PORT
+        for url in ("https://127.0.0.1:%d/keys/k.pem" % p,        # scheme differs
+                    "HTTP://127.0.0.1:%d/keys/k.pem\x00" % p,
+                    "http://127.0.0.2:%d/keys/k.pem" % p,         # host differs
+                    "http://localhost:%d/keys/k.pem" % p,
+                    "http://127.1:%d/keys/k.pem" % p,
+                    "http://0x7f000001:%d/keys/k.pem" % p,
+                    "http://[::1]:%d/keys/k.pem" % p,
+                    "http://127.0.0.1.:%d/keys/k.pem" % p,
+                    "http://127.0.0.1/keys/k.pem",                # port: default 80 != p
+                    "http://127.0.0.1:%d/keys/k.pem" % (p + 1),
+                    "http://127.0.0.1:80/keys/k.pem",
+                    "http://127.0.0.1:%d/other/k.pem" % p,        # path prefix
+                    "http://127.0.0.1:%d/keys" % p,
+                    "http://127.0.0.1:%d/keysX/k.pem" % p,
+                    "http://127.0.0.1:%d/Keys/k.pem" % p,
+                    "http://127.0.0.1:%d" % p,
+                    "http://x@127.0.0.1:%d/keys/k.pem" % p,       # userinfo
+                    "http://127.0.0.1:%d@evil.test/keys/k.pem" % p,
+                    " http://127.0.0.1:%d/keys/k.pem" % p,
+                    "http://127.0.0.1:%d\\@evil.test/keys/k.pem" % p,
+                    "http://127.0.0.1:%d/keys/k.pem\n" % p):
+            with self.subTest(url=url):
+                self.assertIs(self.allowed(url), False)
+
+    def test_default_port_handling(self):
+        # a prefix without a port matches only the scheme's default port
+        self.assertIs(self.allowed("http://127.0.0.1/keys/k.pem", ("http://127.0.0.1/keys/",)), True)
+        self.assertIs(self.allowed("http://127.0.0.1:8080/keys/k.pem", ("http://127.0.0.1/keys/",)),
+                      False)
+        self.assertIs(self.allowed("http://127.0.0.1:443/keys/k.pem", ("http://127.0.0.1/keys/",)),
+                      False)
+        self.assertIs(self.allowed("https://127.0.0.1/keys/k.pem", ("https://127.0.0.1/keys/",)), True)
+        self.assertIs(self.allowed("https://127.0.0.1:80/keys/k.pem", ("https://127.0.0.1/keys/",)),
+                      False)
+        # a prefix with a port does not match the default port
+        self.assertIs(self.allowed("http://127.0.0.1/keys/k.pem", ("http://127.0.0.1:8080/keys/",)),
+                      False)
+
+    def test_several_prefixes(self):
+        prefixes = DEFAULT_PREFIXES + (self.PREFIX,)
+        self.assertIs(self.allowed(OSS_HTTP, prefixes), True)
+        self.assertIs(self.allowed("http://127.0.0.1:%d/keys/k.pem" % self.PORT, prefixes), True)
+        self.assertIs(self.allowed("http://127.0.0.1:%d/x.pem" % self.PORT, prefixes), False)
+
+
+# ---------------------------------------------------------------------------- PublicKeyCache
+
+class FakeClock:
+    def __init__(self, t=1000.0):
+        self.t = t
+        self.lock = threading.Lock()
+
+    def __call__(self):
+        with self.lock:
+            return self.t
+
+    def advance(self, seconds):
+        with self.lock:
+            self.t += seconds
+
+
+class CountingFetch:
+    """Fake fetch: returns PEM bytes (or raises), counts calls per URL; can block to widen races."""
+
+    def __init__(self, pem=None, fail=False, delay=0.0):
+        self.pem = pem if pem is not None else (kit.DATA / "rsa2048_pub.pem").read_bytes()
+        self.fail = fail
+        self.delay = delay
+        self.calls = []
+        self.lock = threading.Lock()
+
+    def __call__(self, url, *args, **kwargs):
+        with self.lock:
+            self.calls.append(url)
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail:
+            # what fetch_public_key_pem raises for any network failure
+            raise self.fail if isinstance(self.fail, BaseException) else \
+                appserver.PubKeyUnavailable("fake fetch failure")
+        return self.pem
+
+    @property
+    def count(self):
+        with self.lock:
+            return len(self.calls)
+
+
+class PublicKeyCacheTest(unittest.TestCase):
+    URL = "http://127.0.0.1:1/keys/k.pem"
+
+    def setUp(self):
+        self.n, self.e = kit.load_public_pair(kit.DATA / "rsa2048_pub.pem")
+
+    def make(self, fetch, clock=None, **kw):
+        return appserver.PublicKeyCache(fetch=fetch, clock=clock or FakeClock(), **kw)
+
+    def test_embedded_oss_key_never_fetches(self):
+        fetch = CountingFetch()
+        cache = self.make(fetch)
+        for url in (OSS_HTTP, OSS_HTTPS, appserver.OSS_CALLBACK_KEY_URL):
+            with self.subTest(url):
+                key = cache.get(url)
+                self.assertEqual((key.n, key.e), (OSS_N, 65537))
+        self.assertEqual(fetch.count, 0)
+
+    def test_embedded_key_even_when_fetch_fails(self):
+        fetch = CountingFetch(fail=True)
+        cache = self.make(fetch)
+        self.assertEqual(cache.get(OSS_HTTPS).n, OSS_N)
+        self.assertEqual(fetch.count, 0)
+
+    def test_positive_ttl_24h(self):
+        clock, fetch = FakeClock(), CountingFetch()
+        cache = self.make(fetch, clock)
+        key = cache.get(self.URL)
+        self.assertEqual((key.n, key.e), (self.n, self.e))
+        self.assertEqual(fetch.count, 1)
+        for step in (1, 3600, 86400 - 3600 - 2):
+            clock.advance(step)
+            self.assertEqual(cache.get(self.URL), key)
+        self.assertEqual(fetch.count, 1, "refetched before 24 h")
+        clock.advance(3)   # now 24 h + 1 s after the fetch
+        self.assertEqual(cache.get(self.URL), key)
+        self.assertEqual(fetch.count, 2, "not refetched after 24 h")
+
+    def test_negative_ttl_30s(self):
+        clock, fetch = FakeClock(), CountingFetch(fail=True)
+        cache = self.make(fetch, clock)
+        with self.assertRaises(appserver.PubKeyUnavailable):
+            cache.get(self.URL)
+        self.assertEqual(fetch.count, 1)
+        clock.advance(29)
+        with self.assertRaises(appserver.PubKeyUnavailable):
+            cache.get(self.URL)
+        self.assertEqual(fetch.count, 1, "failure not cached for 30 s")
+        fetch.fail = False
+        clock.advance(2)   # 31 s after the failure
+        key = cache.get(self.URL)
+        self.assertEqual(key.n, self.n)
+        self.assertEqual(fetch.count, 2)
+
+    def test_fetcher_bug_is_a_cached_failure_not_a_crash(self):
+        clock = FakeClock()
+        fetch = CountingFetch(fail=RuntimeError("injected fetcher bug"))
+        cache = self.make(fetch, clock)
+        with self.assertLogs("appserver", "ERROR"):
+            with self.assertRaises(appserver.PubKeyUnavailable):
+                cache.get(self.URL)
+        with self.assertRaises(appserver.PubKeyUnavailable):
+            cache.get(self.URL)
+        self.assertEqual(fetch.count, 1)
+
+    def test_small_key_from_non_oss_host_refused(self):
+        # the 2048-bit floor for every host but gosspublic.alicdn.com (whose key is pinned)
+        fetch = CountingFetch(pem=(kit.DATA / "rsa1024_pub.pem").read_bytes())
+        cache = self.make(fetch)
+        with self.assertRaises(appserver.PubKeyUnavailable):
+            cache.get(self.URL)
+        self.assertEqual(fetch.count, 1)
+        e3 = CountingFetch(pem=(kit.DATA / "rsa2048_e3_pub.pem").read_bytes())
+        self.assertEqual(self.make(e3).get(self.URL).e, 3)
+
+    def test_bad_pem_is_a_cached_failure(self):
+        clock = FakeClock()
+        fetch = CountingFetch(pem=b"<html>not a key</html>")
+        cache = self.make(fetch, clock)
+        for _ in range(3):
+            with self.assertRaises(appserver.PubKeyUnavailable):
+                cache.get(self.URL)
+        self.assertEqual(fetch.count, 1)
+
+    def test_single_flight_100_threads(self):
+        fetch = CountingFetch(delay=0.3)
+        cache = self.make(fetch, clock=time.monotonic)
+        barrier = threading.Barrier(100)
+        results, errors = [], []
+
+        def worker():
+            barrier.wait()
+            try:
+                results.append(cache.get(self.URL))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(100)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(results), 100)
+        self.assertTrue(all(k.n == self.n for k in results))
+        self.assertEqual(fetch.count, 1)
+
+    def test_single_flight_failure_shared(self):
+        fetch = CountingFetch(delay=0.2, fail=True)
+        cache = self.make(fetch, clock=time.monotonic)
+        barrier = threading.Barrier(30)
+        errors = []
+
+        def worker():
+            barrier.wait()
+            try:
+                cache.get(self.URL)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        self.assertEqual(len(errors), 30)
+        self.assertEqual(fetch.count, 1)
+
+    def test_different_urls_fetched_separately(self):
+        fetch = CountingFetch()
+        cache = self.make(fetch)
+        cache.get(self.URL)
+        cache.get(self.URL + "2")
+        cache.get(self.URL)
+        self.assertEqual(sorted(fetch.calls), sorted([self.URL, self.URL + "2"]))
+
+    def test_bounded_entries(self):
+        fetch = CountingFetch()
+        cache = self.make(fetch, max_entries=8)
+        urls = ["http://127.0.0.1:1/keys/%d.pem" % i for i in range(20)]
+        for url in urls:
+            cache.get(url)
+        self.assertEqual(fetch.count, 20)
+        cache.get(urls[-1])                 # the newest entry is still cached
+        self.assertEqual(fetch.count, 20)
+        cache.get(urls[0])                  # the oldest was evicted: fetched again
+        self.assertEqual(fetch.count, 21)
+        self.assertLessEqual(self.stored_entries(cache), 8)
+
+    def test_default_is_bounded(self):
+        fetch = CountingFetch()
+        cache = self.make(fetch)
+        for i in range(3000):
+            cache.get("http://127.0.0.1:1/keys/%d.pem" % i)
+        self.assertLess(self.stored_entries(cache), 3000)
+
+    def test_bounded_with_failures(self):
+        # negative entries count against the bound too (an attacker controls failures)
+        fetch = CountingFetch(fail=True)
+        cache = self.make(fetch, max_entries=8)
+        for i in range(100):
+            with self.assertRaises(appserver.PubKeyUnavailable):
+                cache.get("http://127.0.0.1:1/keys/%d.pem" % i)
+        self.assertLessEqual(self.stored_entries(cache), 8)
+
+    @staticmethod
+    def stored_entries(cache):
+        # white-box: the largest dict on the cache (its URL -> entry map)
+        sizes = [len(v) for v in vars(cache).values() if isinstance(v, dict)]
+        assert sizes, "no dict attribute found on PublicKeyCache"
+        return max(sizes)
+
+
+if __name__ == "__main__":
+    unittest.main()
