@@ -1140,15 +1140,21 @@ def scan_static_dir(root: str) -> dict:
     return files
 
 
-def parse_content_length(headers: Mapping[str, list]) -> Optional[int]:
+def parse_content_length(method: str, headers: Mapping[str, list]) -> Optional[int]:
     """Request framing (RFC 9112 6.3), stricter than http.server: int() would accept '+5',
-    '5_0', '-1' and non-ASCII digits, and headers.get() silently picks one of two lengths."""
+    '5_0', '-1' and non-ASCII digits, and headers.get() silently picks one of two lengths.
+
+    Transfer codings are not decoded. OSS always sends callbacks with a Content-Length, so a
+    POST without one is told so (411); other methods get RFC 9112's 501.
+    """
     lengths = headers.get("content-length", [])
     if headers.get("transfer-encoding"):
         if lengths:
             # Both framings at once is the classic request-smuggling setup.
             raise BadRequest("both Transfer-Encoding and Content-Length")
-        raise LengthRequired("Transfer-Encoding is not supported; send Content-Length")
+        if method == "POST":
+            raise LengthRequired("Transfer-Encoding is not supported; send Content-Length")
+        raise MethodNotImplemented("Transfer-Encoding is not supported")
     if not lengths:
         return None
     values = {value.strip(" \t") for value in lengths}
@@ -1228,7 +1234,7 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
             headers.setdefault(name.lower(), []).append(value)
         self._body_left = 0
         try:
-            content_length = parse_content_length(headers)
+            content_length = parse_content_length(self.command, headers)
         except RequestError as exc:
             self._send(error_response(exc.status, exc.message, close=True))
             return
