@@ -137,8 +137,9 @@ _BUCKET_HOST = re.compile(
     r"^https?://([a-z0-9][a-z0-9-]{1,61}[a-z0-9])\.(oss-[a-z0-9-]+)\.aliyuncs\.com$")
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
-_DECIMAL = re.compile(r"^[0-9]{1,12}$")
-_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+_DECIMAL = re.compile(r"[0-9]{1,12}")  # ASCII digits only: int() also takes '+5', '5_0', '٣'
+_HTTP_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+_CREDENTIAL = re.compile(r"[\x21-\x7e]+")  # printable ASCII: it goes into HMAC keys and headers
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -170,7 +171,7 @@ def config_from_env(environ: Mapping[str, str],
         if value is None:
             return default
         value = value.strip()
-        if not _DECIMAL.match(value) or not low <= int(value) <= high:
+        if not _DECIMAL.fullmatch(value) or not low <= int(value) <= high:
             raise ConfigError(name, "must be a whole number from %d to %d" % (low, high))
         return int(value)
 
@@ -185,18 +186,24 @@ def config_from_env(environ: Mapping[str, str],
             return False
         raise ConfigError(name, "must be 1 or 0 (true/false, yes/no, on/off)")
 
-    name, access_key_id = get("OSS_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_ID")
-    access_key_id = text(name, access_key_id) or PLACEHOLDER_ACCESS_KEY_ID
-    name, access_key_secret = get("OSS_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_SECRET")
-    access_key_secret = text(name, access_key_secret) or PLACEHOLDER_ACCESS_KEY_SECRET
-    name, security_token = get("OSS_SESSION_TOKEN", "ALIBABA_CLOUD_SECURITY_TOKEN")
-    security_token = text(name, security_token, allow_empty=True) or None
+    def credential(names, default, allow_empty=False):
+        name, value = get(*names)
+        if value is None or (allow_empty and not value):
+            return default
+        if not _CREDENTIAL.fullmatch(value):
+            raise ConfigError(name, "must be printable ASCII with no spaces")
+        return value
 
-    host = text("OSS_HOST", environ.get("OSS_HOST")) or DEFAULT_HOST
-    host = host.rstrip("/")
-    parts = urllib.parse.urlsplit(host)
-    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path
-            or parts.query or parts.fragment or "@" in parts.netloc):
+    access_key_id = credential(("OSS_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_ID"),
+                               PLACEHOLDER_ACCESS_KEY_ID)
+    access_key_secret = credential(("OSS_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+                                   PLACEHOLDER_ACCESS_KEY_SECRET)
+    security_token = credential(("OSS_SESSION_TOKEN", "ALIBABA_CLOUD_SECURITY_TOKEN"), None,
+                                allow_empty=True)
+
+    host = (environ.get("OSS_HOST") or DEFAULT_HOST).strip().rstrip("/")
+    if not _is_http_origin(host):
+        # The host also lands in the page's Content-Security-Policy: nothing but an origin.
         raise ConfigError("OSS_HOST", "must be a bucket URL such as " + DEFAULT_HOST)
     matched = _BUCKET_HOST.match(host)
 
@@ -233,28 +240,33 @@ def config_from_env(environ: Mapping[str, str],
         if len(urls) > 5:
             raise ConfigError("OSS_CALLBACK_URL", "OSS accepts at most 5 ';'-separated URLs")
         for url in urls:
-            parts = urllib.parse.urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname or " " in url:
-                raise ConfigError("OSS_CALLBACK_URL", "must be http(s) URLs separated by ';'")
             try:
-                parts.port
-            except ValueError:
-                raise ConfigError("OSS_CALLBACK_URL", "has an invalid port") from None
+                parts = urllib.parse.urlsplit(url)
+                parts.port  # raises ValueError for a port out of range
+                valid = (parts.scheme in ("http", "https") and parts.hostname and url.isascii()
+                         and not any(c.isspace() for c in url))
+            except ValueError:  # a bad port or a broken IPv6 literal
+                valid = False
+            if not valid:
+                raise ConfigError("OSS_CALLBACK_URL", "must be http(s) URLs separated by ';'")
 
-    callback_body = text("OSS_CALLBACK_BODY", environ.get("OSS_CALLBACK_BODY")) \
-        or DEFAULT_CALLBACK_BODY
     callback_body_type = (environ.get("OSS_CALLBACK_BODY_TYPE") or FORM_URLENCODED).strip()
     if callback_body_type not in CALLBACK_BODY_TYPES:
         raise ConfigError("OSS_CALLBACK_BODY_TYPE", "must be one of " + ", ".join(CALLBACK_BODY_TYPES))
+    callback_body = text("OSS_CALLBACK_BODY", environ.get("OSS_CALLBACK_BODY")) \
+        or default_callback_body(callback_body_type, bucket)
 
     upload_dir = text("OSS_UPLOAD_DIR", environ.get("OSS_UPLOAD_DIR"), allow_empty=True)
     if upload_dir is None:
         upload_dir = Config.upload_dir
-    if upload_dir.startswith("/") or "\\" in upload_dir:
-        raise ConfigError("OSS_UPLOAD_DIR", "must be a relative key prefix such as uploads/")
+    if upload_dir and (upload_dir.startswith("/") or not upload_dir.endswith("/")
+                       or "\\" in upload_dir or ".." in upload_dir.split("/")):
+        # Without the trailing '/', 'user1' would also admit 'user10/...' (security notes 5.2).
+        raise ConfigError("OSS_UPLOAD_DIR", "must be a relative key prefix ending in '/', "
+                                            "such as uploads/ (or empty for the whole bucket)")
 
     cors_origin = (environ.get("OSS_CORS_ORIGIN") or "*").strip()
-    if cors_origin != "*" and not _ORIGIN.match(cors_origin):
+    if cors_origin != "*" and not _is_http_origin(cors_origin):
         raise ConfigError("OSS_CORS_ORIGIN", "must be * or an origin such as https://example.com")
 
     prefixes = environ.get("OSS_PUB_KEY_URL_PREFIXES")
@@ -262,6 +274,8 @@ def config_from_env(environ: Mapping[str, str],
         pub_key_url_prefixes = DEFAULT_PUB_KEY_URL_PREFIXES
     else:
         pub_key_url_prefixes = tuple(p.strip() for p in prefixes.split(",") if p.strip())
+        if not pub_key_url_prefixes:
+            raise ConfigError("OSS_PUB_KEY_URL_PREFIXES", "must name at least one URL prefix")
         for prefix in pub_key_url_prefixes:
             if _split_key_url(prefix) is None or not prefix.endswith("/"):
                 # A prefix without the trailing "/" would also admit host.evil or /keys-evil/.
@@ -293,9 +307,30 @@ def config_from_env(environ: Mapping[str, str],
     )
 
 
+def _is_http_origin(value: str) -> bool:
+    match = _HTTP_ORIGIN.fullmatch(value)
+    return bool(match) and (match.group(1) is None or 0 < int(match.group(1)[1:]) <= 65535)
+
+
+def default_callback_body(body_type: str, bucket: Optional[str]) -> str:
+    """The sample's template, plus the bucket when it is known.
+
+    Anyone can point a callback of their own bucket at this server, and OSS will sign it:
+    the signature proves OSS sent it, not whose upload it was. ${bucket} is filled in by OSS,
+    so App checks it against the configured bucket.
+    """
+    if body_type == "application/json":
+        body = ('{"filename":${object},"size":${size},"mimeType":${mimeType},'
+                '"height":${imageInfo.height},"width":${imageInfo.width}')
+        return body + (',"bucket":${bucket}}' if bucket else "}")
+    return DEFAULT_CALLBACK_BODY + ("&bucket=${bucket}" if bucket else "")
+
+
 def config_warnings(config: Config) -> list:
     """What a user should hear at startup; none of it is fatal."""
     warnings = []
+    if not config.upload_dir:
+        warnings.append("OSS_UPLOAD_DIR is empty: browsers may write any key in the bucket")
     if config.placeholder_credentials:
         warnings.append("OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET are placeholders: "
                         "uploads to real OSS will fail with InvalidAccessKeyId")
@@ -532,7 +567,7 @@ class PublicKey(NamedTuple):
 MIN_KEY_BITS, MAX_KEY_BITS = 512, 8192
 MAX_PEM_BYTES = 16 * 1024
 # AlgorithmIdentifier { rsaEncryption, NULL }: anything else (PSS, EC, absent NULL) is refused.
-RSA_ALGORITHM_IDENTIFIER = bytes.fromhex("300d06092a864886f70d0101010500")
+RSA_ALGORITHM_IDENTIFIER = bytes.fromhex("300d" "06092a864886f70d010101" "0500")
 _PEM_BLOCK = re.compile(
     rb"\A\s*-----BEGIN (PUBLIC KEY|RSA PUBLIC KEY)-----\r?\n"
     rb"([A-Za-z0-9+/=\r\n]+?)"
@@ -602,7 +637,7 @@ def parse_subject_public_key_info_der(der: bytes) -> PublicKey:
     body, rest = der_read(der, 0x30)
     _expect_end(rest, "SubjectPublicKeyInfo")
     algorithm, body = der_read(body, 0x30)
-    if b"\x30" + bytes([len(algorithm)]) + algorithm != RSA_ALGORITHM_IDENTIFIER:
+    if algorithm != RSA_ALGORITHM_IDENTIFIER[2:]:
         raise KeyFormatError("not an rsaEncryption key with NULL parameters")
     bits, body = der_read(body, 0x03)
     _expect_end(body, "the subjectPublicKey BIT STRING")
@@ -730,7 +765,7 @@ def _split_key_url(url: str):
     path = slash + path
     host, colon, port = netloc.partition(":")
     if colon:
-        if not port.isdigit() or len(port) > 5 or port.startswith("0"):
+        if not port.isdigit() or len(port) > 5 or port.startswith("0") or int(port) > 65535:
             return None
         port = int(port)
     else:
@@ -757,11 +792,16 @@ def pub_key_url_allowed(url: str, prefixes) -> bool:
     return False
 
 
-class _DeadlineReader(io.RawIOBase):
-    """A socket reader whose every recv also respects one overall deadline. Socket timeouts
-    are per operation: a peer sending a byte just before each timeout would never time out."""
+class ReadBudgetExceeded(OSError):
+    """The peer sent more bytes than the reader's budget allows."""
 
-    def __init__(self, sock, idle_timeout, deadline=None):
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket reader with one overall deadline and a byte budget. Socket timeouts are per
+    operation: a peer sending a byte just before each timeout would never time out. And
+    http.server's own limits still let one request hold about 6.5 MB of headers."""
+
+    def __init__(self, sock, idle_timeout, deadline=None, budget=None):
         super().__init__()
         self._sock = sock
         # makefile() counts the reader as a user of the socket, so an HTTPConnection that
@@ -769,6 +809,7 @@ class _DeadlineReader(io.RawIOBase):
         self._raw = sock.makefile("rb", buffering=0)
         self.idle_timeout = idle_timeout
         self.deadline = deadline
+        self.budget = budget
 
     def readable(self):
         return True
@@ -780,8 +821,15 @@ class _DeadlineReader(io.RawIOBase):
             if remaining <= 0:
                 raise TimeoutError("deadline exceeded")
             timeout = min(timeout, remaining)
+        if self.budget is not None:
+            if self.budget <= 0:
+                raise ReadBudgetExceeded("read budget exhausted")
+            buffer = memoryview(buffer)[:self.budget]
         self._sock.settimeout(timeout)
-        return self._raw.readinto(buffer)
+        count = self._raw.readinto(buffer)
+        if self.budget is not None and count:
+            self.budget -= count
+        return count
 
     def close(self):
         self._raw.close()
@@ -801,19 +849,24 @@ def fetch_public_key_pem(url: str, deadline: float = KEY_FETCH_DEADLINE) -> byte
     if host == OSS_KEY_HOST and scheme == "http":
         scheme, port = "https", 443
     until = time.monotonic() + deadline
-    if scheme == "https":
-        connection = http.client.HTTPSConnection(host, port, timeout=deadline,
-                                                 context=ssl.create_default_context())
-    else:
-        connection = http.client.HTTPConnection(host, port, timeout=deadline)
+    connection_class = http.client.HTTPSConnection if scheme == "https" else \
+        http.client.HTTPConnection
+    connection = connection_class(host, port)
 
     def response_class(sock, *args, **kwargs):
         response = http.client.HTTPResponse(sock, *args, **kwargs)
-        response.fp = io.BufferedReader(_DeadlineReader(sock, deadline, until))
+        # Status line and headers count too: a key server must not stream megabytes of them.
+        response.fp = io.BufferedReader(_DeadlineReader(sock, deadline, until,
+                                                        budget=2 * MAX_KEY_RESPONSE_BYTES))
         return response
 
     connection.response_class = response_class
     try:
+        sock = _connect_before(host, port, until)
+        if scheme == "https":
+            sock.settimeout(max(0.001, until - time.monotonic()))
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        connection.sock = sock  # connected here, so the deadline also covers DNS and connect
         connection.request("GET", path, headers={"Accept": "application/x-pem-file",
                                                  "User-Agent": "oss-appserver"})
         response = connection.getresponse()
@@ -833,10 +886,48 @@ def fetch_public_key_pem(url: str, deadline: float = KEY_FETCH_DEADLINE) -> byte
                 raise PubKeyUnavailable("key response larger than %d bytes"
                                         % MAX_KEY_RESPONSE_BYTES)
         return b"".join(chunks)
+    except ReadBudgetExceeded:
+        raise PubKeyUnavailable("key response larger than %d bytes"
+                                % (2 * MAX_KEY_RESPONSE_BYTES)) from None
     except (OSError, http.client.HTTPException) as exc:
         raise PubKeyUnavailable("key fetch failed: %s" % type(exc).__name__) from None
     finally:
         connection.close()
+
+
+def _connect_before(host, port, until):
+    """A TCP connection made before ``until``. getaddrinfo has no timeout of its own, so it
+    runs in a thread we stop waiting for; each address then gets only the time left, not
+    the whole timeout again."""
+    answer = []
+
+    def resolve():
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            answer.append(exc)
+
+    resolver = threading.Thread(target=resolve, name="key-host-lookup", daemon=True)
+    resolver.start()
+    resolver.join(max(0.0, until - time.monotonic()))
+    if not answer:
+        raise TimeoutError("key host lookup timed out")
+    if isinstance(answer[0], OSError):
+        raise answer[0]
+    error = TimeoutError("no time left to connect to the key host")
+    for family, kind, proto, _, address in answer[0]:
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        sock.settimeout(remaining)
+        try:
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error
 
 
 class PublicKeyCache:
@@ -850,7 +941,8 @@ class PublicKeyCache:
                  clock: Callable[[], float] = time.monotonic, ttl: float = 24 * 3600,
                  negative_ttl: float = 30.0, max_entries: int = 64,
                  embedded: Mapping[str, PublicKey] = EMBEDDED_PUBLIC_KEYS,
-                 wait_timeout: float = KEY_FETCH_DEADLINE + 1.0):
+                 wait_timeout: float = KEY_FETCH_DEADLINE + 1.0,
+                 max_fetches_per_minute: int = 30):
         self._fetch = fetch
         self._clock = clock
         self._ttl = ttl
@@ -861,6 +953,10 @@ class PublicKeyCache:
         self._entries = {}   # url -> (expires_at, PublicKey or failure message)
         self._inflight = {}  # url -> threading.Event set when the leader's fetch ends
         self._lock = threading.Lock()
+        # Any path under an allowed prefix is fetchable, so unsigned junk naming a new URL
+        # each time would otherwise cost a fetch per request and flush the good keys.
+        self._max_fetches = max_fetches_per_minute
+        self._fetch_times = []
 
     def get(self, url: str) -> PublicKey:
         """The key for ``url``; raises PubKeyUnavailable."""
@@ -876,6 +972,11 @@ class PublicKeyCache:
                 event = self._inflight.get(url)
                 leader = event is None
                 if leader:
+                    now = self._clock()
+                    self._fetch_times = [t for t in self._fetch_times if t > now - 60]
+                    if len(self._fetch_times) >= self._max_fetches:
+                        raise PubKeyUnavailable("too many public key fetches; try later")
+                    self._fetch_times.append(now)
                     event = self._inflight[url] = threading.Event()
             if leader:
                 value = "key fetch interrupted"
@@ -912,11 +1013,14 @@ class PublicKeyCache:
 
     def _store(self, url, entry):
         if url not in self._entries and len(self._entries) >= self._max_entries:
+            # Expired entries go first, then failures, then the oldest keys.
             now = self._clock()
             for stale in [u for u, (expires, _) in self._entries.items() if expires <= now]:
                 del self._entries[stale]
+            failures = [u for u, (_, value) in self._entries.items()
+                        if not isinstance(value, PublicKey)]
             while len(self._entries) >= self._max_entries:
-                del self._entries[next(iter(self._entries))]
+                del self._entries[failures.pop(0) if failures else next(iter(self._entries))]
         self._entries[url] = entry
 
 
@@ -963,19 +1067,43 @@ def single_header(headers: Mapping[str, list], name: str) -> Optional[str]:
     return values[0].strip() if values else None
 
 
-def parse_callback_fields(content_type: Optional[str], body: bytes) -> dict:
-    """The callback body as fields: JSON object for application/json, else form-urlencoded."""
-    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+def parse_callback_fields(body_type: str, body: bytes) -> dict:
+    """The callback body as fields, read as the configured callbackBodyType: the request's
+    Content-Type header is not signed, so a replayer could otherwise switch parsers."""
     try:
         text = body.decode("utf-8")
-        if media_type == "application/json":
+        if body_type == "application/json":
             fields = json.loads(text)
             if not isinstance(fields, dict):
                 raise ValueError("not a JSON object")
             return fields
         return dict(urllib.parse.parse_qsl(text, keep_blank_values=True, max_num_fields=1000))
-    except ValueError:
-        raise CallbackRejected("callback body is not valid %s" % (media_type or FORM_URLENCODED))
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
+        raise CallbackRejected("callback body is not valid %s" % body_type) from None
+
+
+def check_callback_fields(config: Config, fields: dict):
+    """Refuse a genuine OSS callback that is not about one of our uploads.
+
+    Anyone can aim a callback of their own bucket at this server and OSS will sign it, so
+    what OSS filled in is compared with what our policies allow (security notes 3.5). Only
+    fields the callback body carries are checked: the template decides which exist.
+    """
+    bucket = fields.get("bucket")
+    if config.bucket and bucket is not None and bucket != config.bucket:
+        raise CallbackRejected("callback is for another bucket",
+                               "callback names bucket %s" % printable(str(bucket)))
+    name = fields.get("object", fields.get("filename"))
+    if isinstance(name, str) and not name.startswith(config.upload_dir):
+        raise CallbackRejected("callback object is outside the upload folder",
+                               "callback names object %s" % printable(name))
+    size = fields.get("size")
+    try:
+        too_large = config.max_upload_bytes and int(size) > config.max_upload_bytes
+    except (TypeError, ValueError):
+        too_large = False
+    if too_large:
+        raise CallbackRejected("callback size is over the upload limit")
 
 
 def default_callback_hook(fields: dict) -> dict:
@@ -1111,7 +1239,8 @@ class App:
             raise CallbackRejected("callback signature does not match",
                                    "signature mismatch for %s (key %s)"
                                    % (printable(target.partition("?")[0]), printable(pub_key_url)))
-        fields = parse_callback_fields(single_header(headers, "content-type"), body)
+        fields = parse_callback_fields(self.config.callback_body_type, body)
+        check_callback_fields(self.config, fields)
         answer = self.callback_hook(fields)
         return Response(200, [("Content-Type", "application/json"),
                               ("Cache-Control", "no-store")], json_compact(answer))
@@ -1161,7 +1290,7 @@ def parse_content_length(method: str, headers: Mapping[str, list]) -> Optional[i
     if len(values) != 1:
         raise BadRequest("conflicting Content-Length headers")
     value = values.pop()
-    if not _DECIMAL.match(value):
+    if not _DECIMAL.fullmatch(value):
         raise BadRequest("invalid Content-Length")
     return int(value)
 
@@ -1170,6 +1299,8 @@ def parse_content_length(method: str, headers: Mapping[str, list]) -> Optional[i
 # Server ######################################################################
 ###############################################################################
 
+# Request line (http.server allows 64 KiB) plus 64 KiB of headers.
+MAX_REQUEST_HEAD_BYTES = 65537 + 65536
 _OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                b"Content-Length: 51\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
                b'{"Status":"Error","Message":"too many connections"}')
@@ -1200,6 +1331,7 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
 
     def handle_one_request(self):
         self._reader.deadline = time.monotonic() + self.server.request_timeout
+        self._reader.budget = MAX_REQUEST_HEAD_BYTES
         self._started = None
         self._responded = False
         self.command, self.path, self.request_version = "", "", "HTTP/1.0"
@@ -1220,6 +1352,8 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
                 self.send_error(414)
             elif self.parse_request():  # sends its own errors: 400, 431, 505
                 self._dispatch()
+        except ReadBudgetExceeded:
+            self.send_error(431)
         except TimeoutError:
             self._send(error_response(408, "request timed out", close=True))
         except OSError:
@@ -1228,12 +1362,21 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
             log.exception("internal error framing a request")
             self._send(error_response(500, "internal error", close=True))
 
-    def _dispatch(self):
+    def _header_lists(self):
         headers = {}
         for name, value in self.headers.items():
             headers.setdefault(name.lower(), []).append(value)
+        return headers
+
+    def _dispatch(self):
+        headers = self._header_lists()
         self._body_left = 0
         try:
+            if (self.headers.defects or self.headers.get_payload()
+                    or any("\r" in v or "\n" in v for values in headers.values() for v in values)):
+                # The header parser stops at a line it cannot read ("Foo", "Name : v") and
+                # drops the rest, Content-Length included: the body would become a request.
+                raise BadRequest("malformed header line")
             content_length = parse_content_length(self.command, headers)
         except RequestError as exc:
             self._send(error_response(exc.status, exc.message, close=True))
@@ -1247,6 +1390,7 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
     def _read_body(self, size):
         if size != self._body_left:
             raise BadRequest("body length does not match Content-Length")
+        self._reader.budget += size
         try:
             body = self.rfile.read(size)
         except TimeoutError:
@@ -1272,7 +1416,13 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
             lines.append("Connection: close")
         elif self.request_version == "HTTP/1.0":
             lines.append("Connection: keep-alive")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        except UnicodeEncodeError:  # a hook's header that HTTP cannot carry
+            log.error("response header not encodable as latin-1; answering 500")
+            self._responded = False
+            self._send(error_response(500, "internal error", close=True))
+            return
         if self.command == "HEAD" or status == 204:
             body = b""
         try:
@@ -1281,6 +1431,18 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
         self.log_request(status, len(body))
+
+    def handle_expect_100(self):
+        # Invite the body only when it would be read: a request about to be refused (bad
+        # framing, over the size cap) must not be told "100 Continue" first.
+        try:
+            length = parse_content_length(self.command, self._header_lists())
+        except RequestError:
+            return True
+        if (self.command == "POST" and length is not None
+                and length <= self.server.app.config.max_callback_bytes):
+            return super().handle_expect_100()
+        return True
 
     def send_error(self, code, message=None, explain=None):
         # http.server's own parse errors (400, 414, 431, 501, 505) come here. Its messages
@@ -1423,7 +1585,7 @@ def make_wsgi_app(config: Optional[Config] = None):
         if environ.get("CONTENT_TYPE"):
             headers["content-type"] = [environ["CONTENT_TYPE"]]
         length = (environ.get("CONTENT_LENGTH") or "").strip()
-        content_length = int(length) if _DECIMAL.match(length) else None
+        content_length = int(length) if _DECIMAL.fullmatch(length) else None
 
         def read_body(size):
             body = environ["wsgi.input"].read(size)

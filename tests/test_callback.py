@@ -7,6 +7,7 @@
 Callbacks other than the official example are signed by tests/rsa_testkit.py with test-only keys.
 """
 
+import dataclasses
 import http.client
 import http.server
 import json
@@ -319,7 +320,7 @@ class HeaderChecksTest(ServerCase):
         type(self).counter += 1
         return "http://127.0.0.1:9/keys/case-%d.pem" % self.counter
 
-    def callback(self, target="/cb?x=1", body=b"object=a.jpg&size=1", key_url=None):
+    def callback(self, target="/cb?x=1", body=b"object=user-dir-prefix%2Fa.jpg&size=1", key_url=None):
         key_url = key_url or self.fresh_url()
         return key_url, signed_headers(self.priv, target, body, key_url)
 
@@ -329,8 +330,8 @@ class HeaderChecksTest(ServerCase):
 
     def test_control_valid_request_fetches_once(self):
         url, headers = self.callback()
-        status, resp, body = self.request("POST", "/cb?x=1", b"object=a.jpg&size=1", headers)
-        self.assertOkUpload(status, resp, body, {"object": "a.jpg", "size": "1"})
+        status, resp, body = self.request("POST", "/cb?x=1", b"object=user-dir-prefix%2Fa.jpg&size=1", headers)
+        self.assertOkUpload(status, resp, body, {"object": "user-dir-prefix/a.jpg", "size": "1"})
         self.assertEqual(self.fetch.calls.count(url), 1)
 
     def send_raw(self, target, header_list, body=b"", timeout=5.0):
@@ -351,7 +352,7 @@ class HeaderChecksTest(ServerCase):
         self.assertNoFetch(url)
 
     def test_transfer_encoding_without_content_length_411(self):
-        body = b"object=a.jpg&size=1"
+        body = b"object=user-dir-prefix%2Fa.jpg&size=1"
         url, headers = self.callback(body=body)
         chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
         raw, closed = self.send_raw("/cb?x=1", self.signed_list(url, headers)
@@ -363,7 +364,7 @@ class HeaderChecksTest(ServerCase):
         self.assertNoFetch(url)
 
     def test_transfer_encoding_and_content_length_400_and_close(self):
-        body = b"object=a.jpg&size=1"
+        body = b"object=user-dir-prefix%2Fa.jpg&size=1"
         url, headers = self.callback(body=body)
         # classic smuggling: a second request hidden behind the first one's framing
         smuggled = build_request("GET", "/healthz", [])
@@ -380,7 +381,7 @@ class HeaderChecksTest(ServerCase):
         self.assertNoFetch(url)
 
     def test_invalid_content_length_400(self):
-        body = b"object=a.jpg&size=1"
+        body = b"object=user-dir-prefix%2Fa.jpg&size=1"
         for value in ("-1", "+5", "5_0", "\u0663", "\u0663\u0663", "5,5", "0x10", "1e3", "5 5",
                       "", "19.0", "\u00b9\u2079"):
             url, headers = self.callback(body=body)
@@ -394,14 +395,14 @@ class HeaderChecksTest(ServerCase):
 
     def test_content_length_with_surrounding_whitespace_is_fine(self):
         # optional whitespace around a field value is legal (RFC 9112 5.1): not an error
-        body = b"object=a.jpg&size=1"
+        body = b"object=user-dir-prefix%2Fa.jpg&size=1"
         url, headers = self.callback(body=body)
         raw, _ = self.send_raw("/cb?x=1", self.signed_list(url, headers)
                                + [("Content-Length", " %d\t" % len(body))], body)
         self.assertEqual(parse_response(raw)[0], 200, raw[:300])
 
     def test_two_different_content_lengths_400(self):
-        body = b"object=a.jpg&size=1"
+        body = b"object=user-dir-prefix%2Fa.jpg&size=1"
         url, headers = self.callback(body=body)
         raw, closed = self.send_raw("/cb?x=1", self.signed_list(url, headers)
                                     + [("Content-Length", str(len(body))),
@@ -431,11 +432,11 @@ class HeaderChecksTest(ServerCase):
         self.assertNoFetch(url)
 
     def test_content_length_at_max_is_read(self):
-        body = b"object=a.jpg&pad=" + b"x" * (self.MAX - len(b"object=a.jpg&pad="))
+        body = b"object=user-dir-prefix%2Fa.jpg&pad=" + b"x" * (self.MAX - len(b"object=user-dir-prefix%2Fa.jpg&pad="))
         self.assertEqual(len(body), self.MAX)
         url, headers = self.callback(body=body)
         status, resp, data = self.request("POST", "/cb?x=1", body, headers)
-        self.assertOkUpload(status, resp, data, {"object": "a.jpg", "pad": "x" * (self.MAX - 17)})
+        self.assertOkUpload(status, resp, data, {"object": "user-dir-prefix/a.jpg", "pad": "x" * (self.MAX - len(b"object=user-dir-prefix%2Fa.jpg&pad="))})
 
     def bad_header_cases(self):
         good_sig = self.callback()[1]["authorization"]
@@ -458,7 +459,7 @@ class HeaderChecksTest(ServerCase):
         }
 
     def test_bad_base64_headers_400_without_fetch(self):
-        body = b"object=a.jpg&size=1"
+        body = b"object=user-dir-prefix%2Fa.jpg&size=1"
         for name, (header, value) in self.bad_header_cases().items():
             url, headers = self.callback(body=body)
             headers[header] = value
@@ -478,7 +479,7 @@ class HeaderChecksTest(ServerCase):
                 break
         else:
             self.fail("no URL with '+' or '/' in its base64 found")
-        body = b"object=a.jpg&size=1"
+        body = b"object=user-dir-prefix%2Fa.jpg&size=1"
         _, headers = self.callback(body=body, key_url=url)
         self.assertEqual(headers["x-oss-pub-key-url"], std)
         headers["x-oss-pub-key-url"] = std.replace("+", "-").replace("/", "_")
@@ -487,7 +488,7 @@ class HeaderChecksTest(ServerCase):
         self.assertNoFetch(url)
 
     def test_missing_headers_400_without_fetch(self):
-        body = b"object=a.jpg&size=1"
+        body = b"object=user-dir-prefix%2Fa.jpg&size=1"
         for missing in ("authorization", "x-oss-pub-key-url"):
             url, headers = self.callback(body=body)
             del headers[missing]
@@ -498,7 +499,7 @@ class HeaderChecksTest(ServerCase):
                 self.assertNoFetch(url)
 
     def test_duplicate_security_headers_400_without_fetch(self):
-        body = b"object=a.jpg&size=1"
+        body = b"object=user-dir-prefix%2Fa.jpg&size=1"
         url, headers = self.callback(body=body)
         other_url, _ = self.callback(body=body)
         lst = self.signed_list(url, headers) + [
@@ -511,7 +512,7 @@ class HeaderChecksTest(ServerCase):
         self.assertNoFetch(other_url)
 
     def test_disallowed_key_urls_400_without_fetch(self):
-        body = b"object=a.jpg&size=1"
+        body = b"object=user-dir-prefix%2Fa.jpg&size=1"
         before = len(self.fetch.calls)
         for url in ("https://gosspublic.alicdn.com.evil.test/k.pem",
                     "https://gosspublic.alicdn.com@127.0.0.1/",
@@ -706,16 +707,16 @@ class LoopbackKeyServerTest(ServerCase):
             pub_key_url_prefixes=("http://127.0.0.1:%d/keys/" % cls.keys.port,))
         cls.start(config, appserver.App(config))   # the real fetcher and cache
 
-    def post_signed(self, priv, key_name, target="/cb?x=1", body=b"object=a.jpg&size=1",
+    def post_signed(self, priv, key_name, target="/cb?x=1", body=b"object=user-dir-prefix%2Fa.jpg&size=1",
                     timeout=10):
         headers = signed_headers(priv, target, body, self.keys.url(key_name))
         return self.request("POST", target, body, headers, timeout=timeout)
 
     def test_valid_callback_200_and_cached(self):
         status, resp, body = self.post_signed(self.priv, "good.pem")
-        self.assertOkUpload(status, resp, body, {"object": "a.jpg", "size": "1"})
-        status, resp, body = self.post_signed(self.priv, "good.pem", body=b"object=b.jpg&size=2")
-        self.assertOkUpload(status, resp, body, {"object": "b.jpg", "size": "2"})
+        self.assertOkUpload(status, resp, body, {"object": "user-dir-prefix/a.jpg", "size": "1"})
+        status, resp, body = self.post_signed(self.priv, "good.pem", body=b"object=user-dir-prefix%2Fb.jpg&size=2")
+        self.assertOkUpload(status, resp, body, {"object": "user-dir-prefix/b.jpg", "size": "2"})
         self.assertEqual(self.keys.count("good.pem"), 1, "key not cached")
 
     def test_wrong_key_for_signature_400(self):
@@ -725,7 +726,7 @@ class LoopbackKeyServerTest(ServerCase):
 
     def test_e3_2048_key_accepted(self):
         status, resp, body = self.post_signed(self.e3, "e3.pem")
-        self.assertOkUpload(status, resp, body, {"object": "a.jpg", "size": "1"})
+        self.assertOkUpload(status, resp, body, {"object": "user-dir-prefix/a.jpg", "size": "1"})
 
     def test_1024_bit_key_from_loopback_refused(self):
         status, resp, body = self.post_signed(self.weak, "weak.pem")
@@ -842,12 +843,21 @@ class HookAndBodyTest(ServerCase):
             return appserver.default_callback_hook(fields)
 
         cls.config = appserver.Config(pub_key_url_prefixes=("http://127.0.0.1:9/keys/",))
+        cls.hook = staticmethod(hook)
         app = appserver.App(cls.config, key_cache=appserver.PublicKeyCache(fetch=cls.fetch),
                             callback_hook=hook)
         cls.start(cls.config, app)
+        cls.server.app_for_form = app
 
     def tearDown(self):
         type(self).hook_mode["raise"] = False
+        self.server.app = self.server.app_for_form
+
+    def use_json_body_type(self):
+        """The body is parsed as the configured callbackBodyType: Content-Type is unsigned."""
+        config = dataclasses.replace(self.config, callback_body_type="application/json")
+        self.server.app = appserver.App(config, key_cache=self.server.app.key_cache,
+                                        callback_hook=self.hook)
 
     def post(self, target, body, content_type=FORM):
         headers = signed_headers(self.priv, target, body, "http://127.0.0.1:9/keys/k.pem",
@@ -865,6 +875,7 @@ class HookAndBodyTest(ServerCase):
         self.assertEqual(self.hook_calls[-1], expected)
 
     def test_json_body_fields(self):
+        self.use_json_body_type()
         fields = {"name": "2f7b.jpg", "source_name": "1/1_hFRt.jpg", "size": 114020,
                   "pic_info": "810,539"}
         for ctype in ("application/json", "application/json; charset=utf-8"):
@@ -874,7 +885,14 @@ class HookAndBodyTest(ServerCase):
                 self.assertOkUpload(status, resp, data, fields)
                 self.assertEqual(self.hook_calls[-1], fields)
 
+    def test_json_content_type_does_not_switch_the_parser(self):
+        fields = {"object": "user-dir-prefix/a.jpg"}
+        status, resp, data = self.post("/cb", json.dumps(fields).encode(), "application/json")
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(data)["upload"], {json.dumps(fields): ""})
+
     def test_signed_but_malformed_json_body_400(self):
+        self.use_json_body_type()
         status, resp, data = self.post("/cb", b"{not json", "application/json")
         self.assertJsonError(status, {"content-type": [resp.getheader("Content-Type")]}, data, 400)
         status, resp, data = self.post("/cb", b"[1, 2]", "application/json")
@@ -883,14 +901,14 @@ class HookAndBodyTest(ServerCase):
     def test_hook_that_raises_500_then_next_request_works(self):
         type(self).hook_mode["raise"] = True
         with self.assertLogs("appserver", "ERROR"):
-            status, resp, data = self.post("/cb", b"object=a.jpg&size=1")
+            status, resp, data = self.post("/cb", b"object=user-dir-prefix%2Fa.jpg&size=1")
         self.assertJsonError(status, {"content-type": [resp.getheader("Content-Type")]}, data, 500)
         self.assertNotIn(b"secret-detail-12345", data)
         self.assertNotIn(b"Traceback", data)
         self.assertNotIn(b"RuntimeError", data)
         type(self).hook_mode["raise"] = False
-        status, resp, data = self.post("/cb", b"object=b.jpg&size=2")
-        self.assertOkUpload(status, resp, data, {"object": "b.jpg", "size": "2"})
+        status, resp, data = self.post("/cb", b"object=user-dir-prefix%2Fb.jpg&size=2")
+        self.assertOkUpload(status, resp, data, {"object": "user-dir-prefix/b.jpg", "size": "2"})
         status, _, body = self.request("GET", "/healthz")
         self.assertEqual(status, 200)
 

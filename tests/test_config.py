@@ -1,5 +1,6 @@
 """Configuration from the environment, and the command line (issue 2)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -55,6 +56,24 @@ class Defaults(unittest.TestCase):
                        OSS_BUCKET="b1b")
         self.assertEqual((cfg.bucket, cfg.region), ("b1b", "cn-beijing"))
 
+    def test_default_callback_body_names_the_bucket_when_known(self):
+        # OSS fills ${bucket} in, so a callback from someone else's bucket can be told apart.
+        self.assertEqual(from_env().callback_body,
+                         appserver.DEFAULT_CALLBACK_BODY + "&bucket=${bucket}")
+        self.assertEqual(from_env(OSS_HOST="http://127.0.0.1:9000").callback_body,
+                         appserver.DEFAULT_CALLBACK_BODY)
+        body = from_env(OSS_CALLBACK_BODY_TYPE="application/json").callback_body
+        rendered = body.replace("${object}", '"a"').replace("${size}", "1") \
+            .replace("${mimeType}", '"t"').replace("${imageInfo.height}", '""') \
+            .replace("${imageInfo.width}", '""').replace("${bucket}", '"examplebucket"')
+        self.assertEqual(json.loads(rendered)["bucket"], "examplebucket")
+        self.assertEqual(from_env(OSS_CALLBACK_BODY="a=${object}").callback_body, "a=${object}")
+
+    def test_empty_upload_dir_is_allowed_with_a_warning(self):
+        cfg = from_env(OSS_UPLOAD_DIR="")
+        self.assertEqual(cfg.upload_dir, "")
+        self.assertTrue(any("OSS_UPLOAD_DIR" in w for w in appserver.config_warnings(cfg)))
+
     def test_empty_callback_url_means_no_callback(self):
         self.assertEqual(from_env(OSS_CALLBACK_URL="").callback_url, "")
 
@@ -97,6 +116,19 @@ class BadValues(unittest.TestCase):
         ("OSS_MAX_CONNECTIONS", "hidden"),
         ("OSS_ACCESS_KEY_SECRET", ""),
         ("OSS_ACCESS_KEY_SECRET", "hidden\nnewline"),
+        ("OSS_ACCESS_KEY_SECRET", "hidden\udcff"),  # undecodable bytes from the environment
+        ("OSS_ACCESS_KEY_ID", "hidden id"),
+        ("OSS_SESSION_TOKEN", "hidden\x7f"),
+        ("OSS_HOST", "http://[hidden"),
+        ("OSS_HOST", "https://hidden.example;script-src *"),
+        ("OSS_HOST", "https://hidden.example:99999"),
+        ("OSS_HOST", "https://hidden-例子.com"),
+        ("OSS_CALLBACK_URL", "http://[hidden"),
+        ("OSS_CALLBACK_URL", "http://hidden.example:99999/"),
+        ("OSS_UPLOAD_DIR", "hidden"),
+        ("OSS_UPLOAD_DIR", "a/../hidden/"),
+        ("OSS_PUB_KEY_URL_PREFIXES", " , "),
+        ("OSS_PUB_KEY_URL_PREFIXES", "http://hidden.example:99999/"),
     ]
 
     def test_each_bad_value_names_the_variable_not_the_value(self):

@@ -345,7 +345,7 @@ class PublicKeyCacheTest(unittest.TestCase):
 
     def test_default_is_bounded(self):
         fetch = CountingFetch()
-        cache = self.make(fetch)
+        cache = self.make(fetch, max_fetches_per_minute=10 ** 6)
         for i in range(3000):
             cache.get("http://127.0.0.1:1/keys/%d.pem" % i)
         self.assertLess(self.stored_entries(cache), 3000)
@@ -358,6 +358,34 @@ class PublicKeyCacheTest(unittest.TestCase):
             with self.assertRaises(appserver.PubKeyUnavailable):
                 cache.get("http://127.0.0.1:1/keys/%d.pem" % i)
         self.assertLessEqual(self.stored_entries(cache), 8)
+
+    def test_fetches_are_rate_limited_across_urls(self):
+        # Unsigned junk can name a new URL under an allowed prefix every time.
+        fetch, clock = CountingFetch(), FakeClock()
+        cache = self.make(fetch, clock, max_fetches_per_minute=5)
+        for i in range(5):
+            cache.get("http://127.0.0.1:1/keys/%d.pem" % i)
+        with self.assertRaises(appserver.PubKeyUnavailable):
+            cache.get("http://127.0.0.1:1/keys/new.pem")
+        self.assertEqual(fetch.count, 5)
+        cache.get("http://127.0.0.1:1/keys/0.pem")  # cached keys still answer
+        clock.advance(61)
+        cache.get("http://127.0.0.1:1/keys/new.pem")
+        self.assertEqual(fetch.count, 6)
+
+    def test_failures_are_evicted_before_good_keys(self):
+        good, bad = CountingFetch(), CountingFetch(fail=True)
+
+        def fetch(url, *args, **kwargs):
+            return (good if url.endswith("good.pem") else bad)(url)
+
+        cache = self.make(fetch, max_entries=4)
+        cache.get("http://127.0.0.1:1/keys/good.pem")
+        for i in range(10):
+            with self.assertRaises(appserver.PubKeyUnavailable):
+                cache.get("http://127.0.0.1:1/keys/bad%d.pem" % i)
+        cache.get("http://127.0.0.1:1/keys/good.pem")
+        self.assertEqual(good.count, 1)
 
     @staticmethod
     def stored_entries(cache):

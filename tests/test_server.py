@@ -252,6 +252,37 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(data.count(b"HTTP/1.1 "), 1)
         self.assertIn(b"Connection: close", data)
 
+    def test_malformed_header_lines_do_not_smuggle_a_request(self):
+        smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        for bad in (b"Foo\r\nContent-Length: %d\r\n" % len(smuggled),
+                    b"Content-Length : %d\r\n" % len(smuggled),
+                    b"Content-Length: %d\n \n" % len(smuggled)):
+            with self.subTest(bad=bad):
+                data = self.raw(b"GET /index.html HTTP/1.1\r\nHost: x\r\n" + bad + b"\r\n"
+                                + smuggled)
+                self.assertTrue(data.startswith(b"HTTP/1.1 400 "), data[:60])
+                self.assertEqual(data.count(b"HTTP/1.1 "), 1)
+                self.assertNotIn(b'{"Status":"OK"}', data)
+
+    def test_header_bytes_are_bounded(self):
+        # Each line is under http.server's 64 KiB limit; together they are not.
+        headers = b"".join(b"X-%d: %s\r\n" % (i, b"a" * 4000) for i in range(40))
+        data = self.raw(b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 431 "), data[:60])
+        fewer = b"".join(b"X-%d: %s\r\n" % (i, b"a" * 4000) for i in range(10))
+        data = self.raw(b"GET / HTTP/1.1\r\nHost: x\r\n" + fewer + b"\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data[:60])
+
+    def test_expect_100_only_for_a_body_that_will_be_read(self):
+        too_big = self.config.max_callback_bytes + 1
+        data = self.raw(b"POST /cb HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                        b"Content-Length: %d\r\n\r\n" % too_big)
+        self.assertTrue(data.startswith(b"HTTP/1.1 413 "), data[:60])
+        with socket.create_connection(("127.0.0.1", self.port), timeout=3) as sock:
+            sock.sendall(b"POST /cb HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                         b"Content-Length: 3\r\n\r\n")
+            self.assertTrue(sock.recv(100).startswith(b"HTTP/1.1 100 Continue"))
+
     def test_every_response_has_a_correct_content_length(self):
         for method, path in (("GET", "/"), ("GET", "/nope"), ("PUT", "/"), ("GET", "/style.css")):
             response, data = self.request(method, path, body=b"" if method == "PUT" else None)
