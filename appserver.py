@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import dataclasses
 import datetime
 import email.utils
+import functools
 import hashlib
 import hmac
 import http.client
@@ -408,6 +410,18 @@ class MethodNotImplemented(RequestError):
     status, close = 501, True
 
 
+class URITooLong(RequestError):
+    status, close = 414, True
+
+
+class RequestHeaderFieldsTooLarge(RequestError):
+    status, close = 431, True
+
+
+class HTTPVersionNotSupported(RequestError):
+    status, close = 505, True
+
+
 class CallbackRejected(RequestError):
     """The callback did not prove it came from OSS. OSS treats every non-200 alike; 400 is
     what the sample sent. The message names the failed step; the log line says why."""
@@ -754,6 +768,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _URL_REFUSED = re.compile(r"[\x00-\x20\x7f\\%#?]")
 
 
+@functools.lru_cache(maxsize=256)  # prefixes are re-checked on every callback
 def _split_key_url(url: str):
     """(scheme, host, port, path) of a plain http(s) URL, or None for anything ambiguous."""
     if not isinstance(url, str) or not url.isascii() or _URL_REFUSED.search(url):
@@ -810,9 +825,16 @@ class _DeadlineReader(io.RawIOBase):
         self.idle_timeout = idle_timeout
         self.deadline = deadline
         self.budget = budget
+        self._timeout = None
 
     def readable(self):
         return True
+
+    def use_timeout(self, timeout):
+        # settimeout() is a system call; on the fast path the value does not change.
+        if timeout != self._timeout:
+            self._sock.settimeout(timeout)
+            self._timeout = timeout
 
     def readinto(self, buffer):
         timeout = self.idle_timeout
@@ -820,12 +842,13 @@ class _DeadlineReader(io.RawIOBase):
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("deadline exceeded")
-            timeout = min(timeout, remaining)
+            if remaining < timeout:
+                timeout = remaining
         if self.budget is not None:
             if self.budget <= 0:
                 raise ReadBudgetExceeded("read budget exhausted")
             buffer = memoryview(buffer)[:self.budget]
-        self._sock.settimeout(timeout)
+        self.use_timeout(timeout)
         count = self._raw.readinto(buffer)
         if self.budget is not None and count:
             self.budget -= count
@@ -1033,6 +1056,7 @@ class Response(NamedTuple):
     headers: list
     body: bytes = b""
     close: bool = False  # the request's framing can no longer be trusted: drop the connection
+    note: str = ""       # appended to the request's access-log line
 
 
 MAX_AUTHORIZATION_CHARS = 4 * ((MAX_KEY_BITS // 8 + 2) // 3)  # base64 of an 8192-bit signature
@@ -1107,11 +1131,9 @@ def check_callback_fields(config: Config, fields: dict):
 
 
 def default_callback_hook(fields: dict) -> dict:
-    """Log the upload and answer with what OSS reported. Embedders replace this to record the
-    upload; its return value is the JSON OSS relays to the browser."""
-    log.info("upload verified: object=%s size=%s",
-             printable(str(fields.get("object", fields.get("filename", "")))),
-             printable(str(fields.get("size", ""))))
+    """Answer with what OSS reported. Embedders replace this to record the upload; its return
+    value is the JSON OSS relays to the browser. (The object name and size are logged on the
+    callback's access-log line, whatever the hook.)"""
     return {"Status": "OK", "upload": fields}
 
 
@@ -1242,8 +1264,10 @@ class App:
         fields = parse_callback_fields(self.config.callback_body_type, body)
         check_callback_fields(self.config, fields)
         answer = self.callback_hook(fields)
+        note = "object=%s size=%s" % (fields.get("object", fields.get("filename", "-")),
+                                      fields.get("size", "-"))
         return Response(200, [("Content-Type", "application/json"),
-                              ("Cache-Control", "no-store")], json_compact(answer))
+                              ("Cache-Control", "no-store")], json_compact(answer), note=note)
 
 
 def scan_static_dir(root: str) -> dict:
@@ -1299,16 +1323,27 @@ def parse_content_length(method: str, headers: Mapping[str, list]) -> Optional[i
 # Server ######################################################################
 ###############################################################################
 
-# Request line (http.server allows 64 KiB) plus 64 KiB of headers.
-MAX_REQUEST_HEAD_BYTES = 65537 + 65536
+MAX_REQUEST_LINE = 65536   # as http.server: longer is 414
+MAX_HEADER_BYTES = 65536   # all header lines together: longer is 431
+MAX_HEADERS = 100
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")      # RFC 9110 5.6.2
+_REQUEST_TARGET = re.compile(r"/[\x21-\x7e]*|\*")          # origin-form, or * for OPTIONS
+_HTTP_VERSION = re.compile(r"HTTP/([0-9])\.([0-9])")
+_FIELD_VALUE_REFUSED = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls other than tab
 _OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                b"Content-Length: 51\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
                b'{"Status":"Error","Message":"too many connections"}')
 
 
 class AppRequestHandler(http.server.BaseHTTPRequestHandler):
-    """Frames App responses for http.server: HTTP/1.1 keep-alive, strict framing, deadlines,
-    one write per response, one access-log line per request."""
+    """Frames App responses: HTTP/1.1 keep-alive, strict request parsing, one write per
+    response, one access-log line per request.
+
+    The request head is parsed here rather than by http.server's parse_request, whose email
+    parser is lenient where framing must be strict: at a line it cannot read ("Foo",
+    "Content-Length : 5") it silently drops every later header, and the body then reads as
+    a second request. This parser refuses such requests, and costs less.
+    """
 
     protocol_version = "HTTP/1.1"
     server_version = "oss-appserver"
@@ -1319,83 +1354,117 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
         # Headers and body go out in one write; NODELAY also stops Nagle waiting on
         # the peer's delayed ACK (about 40 ms a keep-alive request).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._reader = _DeadlineReader(self.connection, self.server.idle_timeout)
-        self.rfile = io.BufferedReader(self._reader)
+        # Blocking sockets: the server's watchdog enforces the deadlines (see AppServer).
+        self.rfile = self.connection.makefile("rb")
         self.wfile = socketserver._SocketWriter(self.connection)
 
+    def finish(self):
+        self.server.forget(self.connection)
+        super().finish()
+
     def handle(self):
-        self.close_connection = True
-        self.handle_one_request()
-        while not self.close_connection and not self.server.stopping:
+        self.close_connection = False
+        while not self.close_connection:
             self.handle_one_request()
 
     def handle_one_request(self):
-        self._reader.deadline = time.monotonic() + self.server.request_timeout
-        self._reader.budget = MAX_REQUEST_HEAD_BYTES
+        self.close_connection = True
+        self.command, self.path, self.request_version = "", "", "HTTP/1.1"
         self._started = None
         self._responded = False
-        self.command, self.path, self.request_version = "", "", "HTTP/1.0"
-        self.close_connection = True
-        if not self.server.track_idle(self.connection, True):
+        self._deadline = None
+        self._body_left = 0
+        if not self.server.await_request(self.connection):
             return  # shutting down: take no new request on this connection
         try:
-            self.raw_requestline = self.rfile.readline(65537)
-        except (TimeoutError, OSError):
-            return  # idle keep-alive connection, or a peer that never sent a request line
-        finally:
-            self.server.track_idle(self.connection, False)
-        if not self.raw_requestline:
+            line = self.rfile.readline(MAX_REQUEST_LINE + 1)
+        except OSError:
+            return  # the peer went away, or the watchdog closed an idle connection
+        if not line:
             return
         self._started = time.monotonic()
+        self._deadline = self._started + self.server.request_timeout
+        self.server.request_started(self.connection, self._deadline)
         try:
-            if len(self.raw_requestline) > 65536:
-                self.send_error(414)
-            elif self.parse_request():  # sends its own errors: 400, 431, 505
-                self._dispatch()
-        except ReadBudgetExceeded:
-            self.send_error(431)
-        except TimeoutError:
-            self._send(error_response(408, "request timed out", close=True))
+            self._respond(line)
+        except RequestError as exc:
+            self._send(error_response(exc.status, exc.message, close=True))
         except OSError:
-            self.close_connection = True  # the peer went away; nothing to answer
+            self.close_connection = True  # the peer went away, or the deadline passed
         except Exception:
             log.exception("internal error framing a request")
             self._send(error_response(500, "internal error", close=True))
 
-    def _header_lists(self):
-        headers = {}
-        for name, value in self.headers.items():
-            headers.setdefault(name.lower(), []).append(value)
-        return headers
-
-    def _dispatch(self):
-        headers = self._header_lists()
-        self._body_left = 0
-        try:
-            if (self.headers.defects or self.headers.get_payload()
-                    or any("\r" in v or "\n" in v for values in headers.values() for v in values)):
-                # The header parser stops at a line it cannot read ("Foo", "Name : v") and
-                # drops the rest, Content-Length included: the body would become a request.
-                raise BadRequest("malformed header line")
-            content_length = parse_content_length(self.command, headers)
-        except RequestError as exc:
-            self._send(error_response(exc.status, exc.message, close=True))
-            return
+    def _respond(self, request_line):
+        self._parse_request_line(request_line)
+        headers = self._read_headers()
+        tokens = {t.strip().lower() for v in headers.get("connection", ()) for t in v.split(",")}
+        if self.request_version == "HTTP/1.0":
+            self.close_connection = "keep-alive" not in tokens
+        else:
+            self.close_connection = "close" in tokens
+        content_length = parse_content_length(self.command, headers)
         self._body_left = content_length or 0
+        if (content_length and self.request_version == "HTTP/1.1"
+                and "100-continue" in (v.lower() for v in headers.get("expect", ()))
+                and self.command == "POST"
+                and content_length <= self.server.app.config.max_callback_bytes):
+            # Invited only when the body will be read; a refused one gets its error at once.
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         response = self.server.app.handle(self.command, self.path, headers, content_length,
                                           self._read_body)
         # Unread body bytes would be parsed as the next request: close instead.
         self._send(response, close=self._body_left > 0)
 
+    def _parse_request_line(self, line):
+        if len(line) > MAX_REQUEST_LINE:
+            raise URITooLong("request line too long")
+        parts = _strip_line_end(line).decode("latin-1").split(" ")
+        if len(parts) != 3:
+            raise BadRequest("malformed request line")
+        method, target, version = parts
+        self.command = method
+        matched = _HTTP_VERSION.fullmatch(version)
+        if not matched:
+            raise BadRequest("malformed request line")
+        if matched.group(1) != "1":
+            raise HTTPVersionNotSupported("HTTP version not supported")
+        if not _TOKEN.fullmatch(method) or not _REQUEST_TARGET.fullmatch(target):
+            raise BadRequest("malformed request line")
+        self.path, self.request_version = target, version
+
+    def _read_headers(self) -> dict:
+        """Header fields as {lower-case name: [values]}, per RFC 9112 5: no space before the
+        colon, no obs-fold, no control characters, bounded in count and bytes."""
+        headers = {}
+        budget = MAX_HEADER_BYTES
+        while True:
+            line = self.rfile.readline(budget + 1)
+            if not line.endswith(b"\n"):
+                if len(line) > budget:
+                    raise RequestHeaderFieldsTooLarge("request headers too large")
+                raise BadRequest("incomplete request headers")
+            budget -= len(line)
+            line = _strip_line_end(line)
+            if not line:
+                return headers
+            name, colon, value = line.decode("latin-1").partition(":")
+            if not colon or not _TOKEN.fullmatch(name):
+                raise BadRequest("malformed header line")
+            value = value.strip(" \t")
+            if _FIELD_VALUE_REFUSED.search(value):
+                raise BadRequest("malformed header value")
+            headers.setdefault(name.lower(), []).append(value)
+            if sum(map(len, headers.values())) > MAX_HEADERS:
+                raise RequestHeaderFieldsTooLarge("too many request headers")
+
     def _read_body(self, size):
         if size != self._body_left:
             raise BadRequest("body length does not match Content-Length")
-        self._reader.budget += size
-        try:
-            body = self.rfile.read(size)
-        except TimeoutError:
-            raise RequestTimeout("request body timed out") from None
+        body = self.rfile.read(size)
         if len(body) != size:
+            if time.monotonic() >= self._deadline:
+                raise RequestTimeout("request body timed out")
             raise BadRequest("request body shorter than Content-Length")
         self._body_left = 0
         return body
@@ -1404,13 +1473,13 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
         if self._responded:
             return
         self._responded = True
-        status, headers, body, must_close = response
+        status, headers, body, must_close, note = response
         if close or must_close or self.server.stopping:
             self.close_connection = True
         lines = ["HTTP/1.1 %d %s" % (status, http.client.responses.get(status, "Unknown")),
                  "Server: oss-appserver", "Date: " + self.server.http_date()]
         lines += ["%s: %s" % header for header in headers]
-        if status != 204 and status >= 200:
+        if status != 204:
             lines.append("Content-Length: %d" % len(body))
         if self.close_connection:
             lines.append("Connection: close")
@@ -1426,44 +1495,82 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
         if self.command == "HEAD" or status == 204:
             body = b""
         try:
-            self.connection.settimeout(self.server.idle_timeout)
             self.wfile.write(head + body)
         except OSError:
             self.close_connection = True
-        self.log_request(status, len(body))
-
-    def handle_expect_100(self):
-        # Invite the body only when it would be read: a request about to be refused (bad
-        # framing, over the size cap) must not be told "100 Continue" first.
-        try:
-            length = parse_content_length(self.command, self._header_lists())
-        except RequestError:
-            return True
-        if (self.command == "POST" and length is not None
-                and length <= self.server.app.config.max_callback_bytes):
-            return super().handle_expect_100()
-        return True
+        self.log_request(status, len(body), note)
 
     def send_error(self, code, message=None, explain=None):
-        # http.server's own parse errors (400, 414, 431, 501, 505) come here. Its messages
-        # quote the raw request line, so send the status phrase instead.
+        # Not reached by our parser; kept so that nothing in http.server can send its
+        # HTML error page, which quotes the raw request line.
         self._send(error_response(code, http.client.responses.get(code, "error"), close=True))
 
-    def log_request(self, code="-", size="-"):
+    def log_request(self, code="-", size="-", note=""):
         elapsed = (time.monotonic() - self._started) * 1000 if self._started else 0.0
         # The query is dropped: it can carry tokens.
-        access_log.info('%s "%s %s" %s %s %.1fms', self.client_address[0],
-                        printable(self.command or "-", 16),
-                        printable((self.path or "").partition("?")[0]),
-                        code, size, elapsed)
+        self.server.access_log.record(self.client_address[0], self.command,
+                                      self.path.partition("?")[0], code, size, elapsed, note)
 
     def log_message(self, format, *args):
         log.info("%s %s", self.client_address[0], printable(format % args))
 
 
+def _strip_line_end(line: bytes) -> bytes:
+    return line[:-2] if line.endswith(b"\r\n") else line.rstrip(b"\n")
+
+
+class AccessLog:
+    """One access-log line per request through ``logging``, written by a background thread.
+
+    A logging call costs more than answering a token, and with many request threads they
+    queue on the handler's lock (p99 of tens of ms). Request threads only append a tuple;
+    lines appear within ``interval`` seconds, and flush() writes whatever is pending.
+    """
+
+    def __init__(self, logger: logging.Logger = access_log, interval: float = 0.2):
+        self._logger = logger
+        self._interval = interval
+        self._pending = collections.deque()
+        self._writer = None
+        self._start_lock = threading.Lock()
+
+    def record(self, client, method, path, status, size, elapsed_ms, note=""):
+        if not self._logger.isEnabledFor(logging.INFO):
+            return
+        self._pending.append((client, method, path, status, size, elapsed_ms, note))
+        if self._writer is None:
+            with self._start_lock:
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._run, name="access-log",
+                                                    daemon=True)
+                    self._writer.start()
+
+    def _run(self):
+        while True:
+            time.sleep(self._interval)
+            self.flush()
+
+    def flush(self):
+        while self._pending:
+            try:
+                client, method, path, status, size, elapsed_ms, note = self._pending.popleft()
+            except IndexError:
+                return
+            self._logger.info('%s "%s %s" %s %s %.1fms%s', client, printable(method or "-", 16),
+                              printable(path), status, size, elapsed_ms,
+                              " " + printable(note) if note else "")
+
+
 class AppServer(http.server.ThreadingHTTPServer):
     """ThreadingHTTPServer with a connection cap, deadlines and graceful shutdown. The
-    configuration lives here, on the server object, not in globals."""
+    configuration lives here, on the server object, not in globals.
+
+    Deadlines are kept by a watchdog, not by socket timeouts: a socket timeout applies to one
+    recv, so a client sending a byte just before each timeout would hold a thread forever,
+    and timeouts put every recv and send behind an extra poll. serve_forever's loop (see
+    service_actions) shuts down each connection that is idle past ``idle_timeout`` or whose
+    request is not answered ``request_timeout`` after its first line; that wakes the thread.
+    """
 
     daemon_threads = False     # finish in-flight requests on shutdown
     block_on_close = True
@@ -1475,9 +1582,10 @@ class AppServer(http.server.ThreadingHTTPServer):
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
         self.stopping = False
+        self.access_log = AccessLog()
         self._slots = threading.BoundedSemaphore(max_connections or app.config.max_connections)
-        self._idle = set()
-        self._idle_lock = threading.Lock()
+        self._watched = {}  # connection -> (deadline, idle); dict ops are atomic under the GIL
+        self._next_sweep = 0.0
         self._date = (0, "")
         super().__init__(address, AppRequestHandler)
 
@@ -1517,30 +1625,53 @@ class AppServer(http.server.ThreadingHTTPServer):
     def handle_error(self, request, client_address):
         log.exception("unhandled error on a connection from %s", client_address[0])
 
-    def track_idle(self, connection, idle: bool) -> bool:
-        """Note a connection waiting for its next request, so that stop() can wake it.
-        Returns False once the server is stopping: the connection should close."""
-        with self._idle_lock:
-            if not idle:
-                self._idle.discard(connection)
-            elif self.stopping:
-                return False
-            else:
-                self._idle.add(connection)
+    # -- deadlines -------------------------------------------------------------------------
+
+    def await_request(self, connection) -> bool:
+        """A connection starts waiting for a request: the idle timeout runs. False once the
+        server is stopping: the connection should close instead."""
+        if self.stopping:
+            return False
+        self._watched[connection] = (time.monotonic() + self.idle_timeout, True)
         return True
 
-    def stop(self):
-        """Stop accepting, wake idle keep-alive connections, and wait for in-flight requests."""
-        with self._idle_lock:
-            self.stopping = True
-        self.shutdown()
-        with self._idle_lock:
-            for connection in list(self._idle):
+    def request_started(self, connection, deadline: float):
+        self._watched[connection] = (deadline, False)
+
+    def forget(self, connection):
+        self._watched.pop(connection, None)
+
+    def service_actions(self):
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 0.1
+            self._close_connections(lambda deadline, idle: deadline <= now)
+
+    def _close_connections(self, condition):
+        for connection, (deadline, idle) in self._watched.copy().items():
+            if condition(deadline, idle):
+                self._watched.pop(connection, None)
                 try:
-                    connection.shutdown(socket.SHUT_RDWR)
+                    connection.shutdown(socket.SHUT_RDWR)  # wakes the blocked recv or send
                 except OSError:
                     pass
+
+    def stop(self):
+        """Stop accepting, close idle keep-alive connections, let in-flight requests finish
+        (each within its deadline), and write the pending access log."""
+        self.stopping = True
+        self.shutdown()
+        self._close_connections(lambda deadline, idle: idle)
+        until = time.monotonic() + self.request_timeout + 1
+        while self._watched and time.monotonic() < until:
+            self._next_sweep = 0.0
+            self.service_actions()  # serve_forever no longer runs it
+            time.sleep(0.02)
         self.server_close()
+
+    def server_close(self):
+        super().server_close()
+        self.access_log.flush()
 
 
 def make_server(config: Config, host: str = "127.0.0.1", port: int = 0, *,
@@ -1593,8 +1724,11 @@ def make_wsgi_app(config: Optional[Config] = None):
                 raise BadRequest("request body shorter than Content-Length")
             return body
 
-        status, response_headers, body, _ = app.handle(method, target, headers, content_length,
-                                                       read_body)
+        status, response_headers, body, _, note = app.handle(method, target, headers,
+                                                             content_length, read_body)
+        if note:
+            log.info("%s %s: %s", printable(method, 16), printable(target.partition("?")[0]),
+                     printable(note))
         if status != 204:
             response_headers = response_headers + [("Content-Length", str(len(body)))]
         start_response("%d %s" % (status, http.client.responses.get(status, "Unknown")),
@@ -1684,7 +1818,8 @@ def main(argv=None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     # serve_forever runs in a thread: shutdown() called from the thread that serves deadlocks.
-    serving = threading.Thread(target=server.serve_forever, name="serve_forever")
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.25},
+                               name="serve_forever")
     serving.start()
     while not stop.wait(3600):
         pass

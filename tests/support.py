@@ -34,6 +34,5 @@ def start_app_server(config, app=None, **options):
 
 
 def stop_app_server(server):
-    server.shutdown()
-    server.server_close()
+    server.stop()
     server._test_thread.join(10)

@@ -190,7 +190,7 @@ class ServerTest(unittest.TestCase):
             with self.subTest(line=line):
                 data = self.raw(line)
                 self.assertTrue(data.startswith(b"HTTP/1.1 400 "), data[:40])
-                self.assertIn(b'{"Status":"Error","Message":"Bad Request"}', data)
+                self.assertIn(b'{"Status":"Error","Message":"malformed request line"}', data)
 
     def test_unsupported_http_version_is_505(self):
         data = self.raw(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n")
