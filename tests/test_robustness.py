@@ -1,0 +1,965 @@
+"""Robustness suite (issue 6): framing, slow clients, connection cap, fuzzing, fault injection,
+secrets and graceful shutdown, each against a live server on 127.0.0.1.
+
+Everything is bounded in time: servers run with small idle/request deadlines and every client
+socket has a timeout. The whole module takes well under a minute.
+"""
+
+import base64
+import json
+import logging
+import os
+import random
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+from concurrent.futures import ThreadPoolExecutor
+
+import appserver
+from tests.support import REPO, start_app_server, stop_app_server
+
+# Spec 6.1: the official OSS callback example, signed by OSS with the embedded 512-bit key.
+OFFICIAL_TARGET = "/index.php?id=1&index=2"
+OFFICIAL_BODY = b"bucket=yonghu-test"
+OFFICIAL_AUTHORIZATION = ("kKQeGTRccDKyHB3H9vF+xYMSrmhMZjzzl2/kdD1ktNVgbWEfYTQG0G2SU/RaHBovRCE8"
+                          "OkQDjC3uG33esH2txA==")
+OFFICIAL_PUB_KEY_URL_B64 = ("aHR0cDovL2dvc3NwdWJsaWMuYWxpY2RuLmNvbS9jYWxsYmFja19wdWJfa2V5X3Yx"
+                            "LnBlbQ==")
+
+
+def official_callback(connection="close", version="HTTP/1.0", body=OFFICIAL_BODY):
+    """The spec 6.1 request, byte for byte (Connection header switchable)."""
+    head = ("POST %s %s\r\nHost: 121.43.113.8\r\nConnection: %s\r\nContent-Length: %d\r\n"
+            "authorization: %s\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            "User-Agent: http-client/0.0.1\r\nx-oss-pub-key-url: %s\r\n\r\n"
+            % (OFFICIAL_TARGET, version, connection, len(body), OFFICIAL_AUTHORIZATION,
+               OFFICIAL_PUB_KEY_URL_B64))
+    return head.encode("ascii") + body
+
+
+TRACEBACK_MARKERS = (b"Traceback", b'File "', b'.py", line')
+STATUS_LINE = re.compile(rb"^HTTP/1\.[01] (\d{3}) [^\r\n]*$")
+
+
+def parse_responses(data, head=False):
+    """Split a byte stream into HTTP/1.1 responses: [(status, headers dict, body)].
+    Raises AssertionError on a malformed or truncated response. ``head``: the requests were
+    HEAD, so a response may carry a Content-Length and no body."""
+    responses = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            raise AssertionError("truncated response head: %r" % data[:200])
+        lines = head.split(b"\r\n")
+        match = STATUS_LINE.match(lines[0])
+        if not match:
+            raise AssertionError("bad status line %r" % lines[0][:200])
+        headers = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon:
+                raise AssertionError("bad header line %r" % line[:200])
+            headers.setdefault(name.strip().lower().decode("latin-1"), []).append(
+                value.strip().decode("latin-1"))
+        status = int(match.group(1))
+        length = headers.get("content-length", ["0"])
+        if len(length) != 1:
+            raise AssertionError("response with %d Content-Length headers" % len(length))
+        length = int(length[0])
+        if head and (len(rest) < length or rest.startswith(b"HTTP/1.")):
+            length = 0
+        if len(rest) < length:
+            raise AssertionError("truncated response body: %d of %d bytes" % (len(rest), length))
+        responses.append((status, headers, rest[:length]))
+        data = rest[length:]
+    return responses
+
+
+def exchange(port, data, *, shut_write=True, timeout=10.0):
+    """Send ``data`` on a new connection, optionally half-close, and read until EOF."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+            if shut_write:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server answered and closed before reading everything (or at once: 503)
+        return read_to_eof(sock)
+
+
+def read_to_eof(sock):
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break  # RST after the server closed with unread request bytes: data already read
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def one_response(test, port, data, **kwargs):
+    raw = exchange(port, data, **kwargs)
+    responses = parse_responses(raw)
+    test.assertEqual(len(responses), 1, raw[:500])
+    return responses[0]
+
+
+def json_error(test, body):
+    document = json.loads(body)
+    test.assertEqual(document["Status"], "Error")
+    test.assertIsInstance(document["Message"], str)
+    return document
+
+
+class LogCapture(logging.Handler):
+    """Every record of the "appserver" logger tree, formatted (tracebacks included)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+        self.lines = []
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        self._lock2 = threading.Lock()
+
+    def emit(self, record):
+        text = self.format(record)
+        with self._lock2:
+            self.records.append(record)
+            self.lines.append(text)
+
+    def __enter__(self):
+        self.logger = logging.getLogger("appserver")
+        self.old_level = self.logger.level
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.old_level)
+
+    def errors(self):
+        return [line for record, line in zip(self.records, self.lines)
+                if record.levelno >= logging.ERROR]
+
+
+class ServerCase(unittest.TestCase):
+    server_options = {"idle_timeout": 1.0, "request_timeout": 2.0, "max_connections": 64}
+    config = appserver.Config()
+
+    def setUp(self):
+        self.capture_logs()
+        self.server, self.base_url = start_app_server(self.config, **self.server_options)
+        self.port = self.server.server_address[1]
+        self.addCleanup(stop_app_server, self.server)
+
+    def capture_logs(self):
+        """Keep the server's log lines for assertions (and off the test output)."""
+        self.logs = LogCapture().__enter__()
+        self.addCleanup(self.logs.__exit__)
+
+    def get_token_ok(self, timeout=10.0):
+        status, headers, body = one_response(
+            self, self.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            timeout=timeout)
+        self.assertEqual(status, 200)
+        token = json.loads(body)
+        self.assertIn("policy", token)
+        self.assertIn("signature", token)
+        return token
+
+
+###############################################################################
+# Framing
+###############################################################################
+
+class Framing(ServerCase):
+
+    def post_with(self, header_block, body=b"hello"):
+        return exchange(self.port, b"POST /callback HTTP/1.1\r\nHost: t\r\n" + header_block
+                        + b"\r\n" + body)
+
+    def assert_400_closed(self, raw):
+        responses = parse_responses(raw)
+        self.assertEqual(len(responses), 1, raw[:300])
+        status, headers, body = responses[0]
+        self.assertEqual(status, 400, raw[:300])
+        self.assertEqual(headers.get("connection"), ["close"])
+        json_error(self, body)
+
+    def test_invalid_content_length_values_are_400(self):
+        for value in ("-1", "+5", "5_0", "\u0663".encode("utf-8").decode("latin-1"),
+                      "\uff15".encode("utf-8").decode("latin-1"), "5,5", "0x10",
+                      "12345678901234", "5 5", ""):
+            with self.subTest(value=value):
+                raw = self.post_with(b"Content-Length: " + value.encode("latin-1") + b"\r\n")
+                self.assert_400_closed(raw)
+
+    def test_surrounding_whitespace_is_legal(self):
+        raw = self.post_with(b"Content-Length: \t5 \t\r\n")
+        status = parse_responses(raw)[0][0]
+        self.assertNotIn(status, (500,))
+        self.assertEqual(status, 400)  # a callback without authorization: framing was accepted
+        self.assertIn(b"authorization", raw)
+
+    def test_two_different_content_lengths_are_400(self):
+        self.assert_400_closed(self.post_with(b"Content-Length: 5\r\nContent-Length: 4\r\n"))
+        self.assert_400_closed(self.post_with(b"Content-Length: 5, 4\r\n"))
+
+    def test_transfer_encoding_with_content_length_is_400(self):
+        raw = self.post_with(b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                             b"0\r\n\r\n")
+        self.assert_400_closed(raw)
+
+    def test_transfer_encoding_alone_on_post_is_411_and_closed(self):
+        status, headers, body = one_response(
+            self, self.port,
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        self.assertEqual(status, 411)
+        self.assertEqual(headers.get("connection"), ["close"])
+        json_error(self, body)
+
+    def test_chunked_get_is_501_or_400(self):
+        # Issue 6 and security notes 4.1/D28: chunked gives 501 (or 400), never a length demand
+        # on a method that carries no body.
+        status, headers, body = one_response(
+            self, self.port,
+            b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        self.assertIn(status, (400, 501))
+        self.assertEqual(headers.get("connection"), ["close"])
+
+    def test_no_smuggled_second_request_is_parsed(self):
+        smuggled = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+        attacks = {
+            "TE alone": b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"0\r\n\r\n" + smuggled,
+            "TE + CL": b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                       b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
+            "CL + TE": b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                       b"Content-Length: 40\r\n\r\n0\r\n\r\n" + smuggled,
+            "obfuscated TE": b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n"
+                             b"\r\n0\r\n\r\n" + smuggled,
+            "GET TE": b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"0\r\n\r\n" + smuggled,
+            "two CL": b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n"
+                      b"Content-Length: 5\r\n\r\n" + smuggled,
+            "bad CL": b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: +0\r\n\r\n" + smuggled,
+        }
+        for name, data in attacks.items():
+            with self.subTest(name):
+                # No half-close: the server alone must decide to stop reading.
+                raw = exchange(self.port, data, shut_write=False)
+                responses = parse_responses(raw)
+                self.assertEqual(len(responses), 1, raw)
+                status, headers, body = responses[0]
+                self.assertIn(status, (400, 411, 501))
+                self.assertEqual(headers.get("connection"), ["close"])
+                self.assertNotIn(b'"OK"', raw)
+
+    def test_get_with_unread_body_is_not_parsed_as_a_request(self):
+        data = (b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 36\r\n\r\n"
+                b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        responses = parse_responses(exchange(self.port, data, shut_write=False))
+        self.assertEqual(len(responses), 1)
+        self.assertEqual(responses[0][1].get("connection"), ["close"])
+
+    def test_70kb_request_line_is_414(self):
+        status, headers, body = one_response(
+            self, self.port, b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+            shut_write=False)
+        self.assertEqual(status, 414)
+        json_error(self, body)
+        self.assertNotIn(b"aaaa", body)
+
+    def test_too_many_headers_is_431(self):
+        headers = b"".join(b"X-H%d: v\r\n" % i for i in range(101))
+        status, _, body = one_response(self, self.port,
+                                       b"GET / HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n")
+        self.assertEqual(status, 431)
+        json_error(self, body)
+
+    def test_70kb_header_is_431(self):
+        status, _, body = one_response(
+            self, self.port, b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"b" * 70000
+            + b"\r\n\r\n", shut_write=False)
+        self.assertEqual(status, 431)
+        json_error(self, body)
+        self.assertNotIn(b"bbbb", body)
+
+    def test_post_without_length_is_411(self):
+        status, _, body = one_response(self, self.port, b"POST / HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertEqual(status, 411)
+        json_error(self, body)
+
+
+###############################################################################
+# Slow clients, deadlines, connection cap
+###############################################################################
+
+class SlowClients(ServerCase):
+    server_options = {"idle_timeout": 4.0, "request_timeout": 6.0, "max_connections": 400}
+
+    def test_200_idle_and_slowloris_connections_do_not_starve_a_normal_client(self):
+        baseline_threads = threading.active_count()
+        held = []
+        self.addCleanup(lambda: [s.close() for s in held])
+        for i in range(200):
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            if i % 2:  # slowloris: a request line and a partial header, then nothing
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: a")
+            held.append(sock)
+        started = time.monotonic()
+        self.get_token_ok(timeout=30)  # liveness, not speed
+        self.assertLess(time.monotonic() - started, 30)
+        # One thread per accepted connection at most, plus a few of our own.
+        self.assertLessEqual(threading.active_count(), baseline_threads + 200 + 5)
+        for sock in held:
+            sock.close()
+        deadline = time.monotonic() + 10
+        while threading.active_count() > baseline_threads + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertLessEqual(threading.active_count(), baseline_threads + 2)
+
+
+class Deadlines(ServerCase):
+    server_options = {"idle_timeout": 1.0, "request_timeout": 2.0, "max_connections": 64}
+
+    def trickle(self, prefix, drip=b"a", interval=0.3, limit=10.0):
+        """Send ``prefix`` then one byte every ``interval`` until the server answers or closes;
+        returns (seconds until the server acted, bytes received)."""
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=limit)
+        self.addCleanup(sock.close)
+        started = time.monotonic()
+        sock.sendall(prefix)
+        received = b""
+        while time.monotonic() - started < limit:
+            readable, _, _ = select.select([sock], [], [], interval)
+            if readable:
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    chunk = b""
+                if not chunk:
+                    return time.monotonic() - started, received
+                received += chunk
+                continue
+            try:
+                sock.sendall(drip)
+            except (BrokenPipeError, ConnectionResetError):
+                return time.monotonic() - started, received + read_to_eof(sock)
+        self.fail("connection still open after %.0f s" % limit)
+
+    def test_slowloris_headers_are_closed_at_the_total_deadline(self):
+        # Each byte arrives well within idle_timeout; only the total deadline can stop it.
+        elapsed, received = self.trickle(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        self.assertGreater(elapsed, 1.5)
+        self.assertLess(elapsed, 5.0)
+        if received:
+            responses = parse_responses(received)
+            self.assertEqual([r[0] for r in responses], [408])
+
+    def test_slow_request_line_is_closed_at_the_idle_deadline(self):
+        # Until its request line is complete a connection counts as idle (idle_timeout 1 s);
+        # the request deadline (2 s) starts with the request line.
+        elapsed, received = self.trickle(b"GET /")
+        self.assertGreater(elapsed, 0.7)
+        self.assertLess(elapsed, 4.0)
+        self.assertNotIn(b"200 OK", received)
+
+    def test_slow_body_is_closed_at_a_deadline(self):
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.addCleanup(sock.close)
+        started = time.monotonic()
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\nauthorization: "
+                     + OFFICIAL_AUTHORIZATION.encode() + b"\r\nx-oss-pub-key-url: "
+                     + OFFICIAL_PUB_KEY_URL_B64.encode() + b"\r\n\r\n0123456789")
+        raw = read_to_eof(sock)
+        elapsed = time.monotonic() - started
+        self.assertLess(elapsed, 5.0)
+        self.assertGreater(elapsed, 0.8)
+        if raw:
+            self.assertEqual([r[0] for r in parse_responses(raw)], [408])
+
+    def test_idle_keep_alive_connection_is_closed_after_idle_timeout(self):
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.addCleanup(sock.close)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        first = b""
+        while b'{"Status":"OK"}' not in first:
+            first += sock.recv(65536)
+        answered = time.monotonic()
+        self.assertEqual(sock.recv(65536), b"")  # the server closes; no further bytes
+        idle = time.monotonic() - answered
+        self.assertGreater(idle, 0.7)
+        self.assertLess(idle, 4.0)
+
+
+class ConnectionCap(ServerCase):
+    server_options = {"idle_timeout": 5.0, "request_timeout": 8.0, "max_connections": 8}
+
+    def test_connections_above_the_cap_get_a_fast_503_and_close(self):
+        baseline_threads = threading.active_count()
+        held = []
+        self.addCleanup(lambda: [s.close() for s in held])
+        for _ in range(8):
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            sock.sendall(b"GET / HTTP/1.1\r\n")  # in flight, holding a slot
+            held.append(sock)
+        time.sleep(0.3)  # let the accept loop hand all eight to threads
+        for _ in range(30):
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+                raw = read_to_eof(sock)  # the server closes without waiting for a request
+            self.assertLess(time.monotonic() - started, 2.0)  # fast: no request is awaited
+            (status, headers, body), = parse_responses(raw)
+            self.assertEqual(status, 503)
+            self.assertEqual(headers.get("connection"), ["close"])
+            self.assertEqual(json.loads(body)["Status"], "Error")
+        self.assertLessEqual(threading.active_count(), baseline_threads + 8 + 1)
+        for sock in held:
+            sock.close()
+        # Service recovers once the held connections go away.
+        deadline = time.monotonic() + 5
+        while True:
+            status = one_response(self, self.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n"
+                                  b"Connection: close\r\n\r\n")[0]
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(status, 200)
+
+
+###############################################################################
+# Fuzzing
+###############################################################################
+
+ROUTES = ["/", "/healthz", "/index.html", "/upload.js", "/style.css", "/favicon.svg",
+          "/index.php?id=1&index=2", "/callback", "/nope", "/..%2f..%2fetc/passwd", "*",
+          "http://127.0.0.1/", "//etc/passwd", "/%00", "/?" + "x" * 3000, "/" + "u" * 70000]
+METHODS = ["GET", "HEAD", "POST", "OPTIONS", "PUT", "DELETE", "PATCH", "TRACE", "CONNECT",
+           "BREW", "get", "G ET", "", "POST\x00", "\xff\xfe"]
+VERSIONS = ["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1.x", "HTTP/0.9", "", "HTTP/11.1",
+            "http/1.1", "HTTP/1.1 extra"]
+URLS_B64 = [OFFICIAL_PUB_KEY_URL_B64,
+            "aHR0cHM6Ly9nb3NzcHVibGljLmFsaWNkbi5jb20vY2FsbGJhY2tfcHViX2tleV92MS5wZW0=",
+            base64.b64encode(b"http://gosspublic.alicdn.com/other.pem").decode(),
+            base64.b64encode(b"http://127.0.0.1:1/k.pem").decode(),
+            base64.b64encode(b"file:///etc/passwd").decode(), "@@@@", "", "=" * 8,
+            base64.b64encode(os.urandom(40)).decode()]
+
+
+def fuzz_case(rng):
+    """One malformed request, as bytes."""
+    method = rng.choice(METHODS)
+    target = rng.choice(ROUTES)
+    if rng.random() < 0.15:
+        target = "/" + "".join(chr(rng.randrange(0, 256)) for _ in range(rng.randrange(1, 40)))
+    version = rng.choice(VERSIONS)
+    lines = ["%s %s %s" % (method, target, version) if rng.random() < 0.9
+             else rng.choice(["", " ", "GET", "GET /", "\x00\x01\x02"])]
+    body = bytes(rng.randrange(256) for _ in range(rng.choice([0, 0, 5, 18, 64, 300])))
+    if rng.random() < 0.6:
+        body = rng.choice([OFFICIAL_BODY, b'{"object":"a"}', b"a=%zz", b"\xff\xfe", b"[]", body])
+    header_pool = [
+        lambda: "Host: t",
+        lambda: "Content-Length: %s" % rng.choice(
+            [str(len(body)), str(len(body) + rng.randrange(1, 9)), "-1", "+5", "5_0", "1e3",
+             "99999999999", "\u0663".encode("utf-8").decode("latin-1"), " 5", "5,5", "",
+             "0"]),
+        lambda: "Content-Length: %d" % len(body),
+        lambda: "Transfer-Encoding: %s" % rng.choice(["chunked", "gzip", "identity", "x"]),
+        lambda: "authorization: %s" % rng.choice(
+            [OFFICIAL_AUTHORIZATION, OFFICIAL_AUTHORIZATION[:-4], "@@@@", "", "A" * 2000,
+             base64.b64encode(os.urandom(64)).decode(), "kKQe GTRc", "-_-_"]),
+        lambda: "x-oss-pub-key-url: %s" % rng.choice(URLS_B64),
+        lambda: "Content-Type: %s" % rng.choice(["application/json", FORM,
+                                                 "multipart/form-data", "\x7f", ""]),
+        lambda: "Connection: %s" % rng.choice(["close", "keep-alive", "Upgrade", ""]),
+        lambda: "Expect: 100-continue",
+        lambda: "X-Junk: " + "".join(chr(rng.randrange(0, 256)) for _ in range(20)),
+        lambda: " folded continuation",
+        lambda: "NoColonHere",
+        lambda: ": empty-name",
+        lambda: "X-Long: " + "L" * rng.choice([100, 9000, 70000]),
+    ]
+    for _ in range(rng.randrange(0, 8)):
+        lines.append(rng.choice(header_pool)())
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    mutation = rng.random()
+    if mutation < 0.15:
+        data = data.replace(b"\r\n", b"\n")
+    elif mutation < 0.3:
+        data = data[:rng.randrange(0, len(data) + 1)]
+    elif mutation < 0.4:
+        position = rng.randrange(0, len(data) + 1)
+        data = data[:position] + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 8))) \
+            + data[position:]
+    elif mutation < 0.45:
+        data = data * 2  # pipelined duplicate
+    return data
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+class Fuzzing(ServerCase):
+    server_options = {"idle_timeout": 1.0, "request_timeout": 3.0, "max_connections": 256}
+
+    def setUp(self):
+        self.capture_logs()
+        self.fetches = []
+
+        def no_network_fetch(url):
+            self.fetches.append(url)
+            raise appserver.PubKeyUnavailable("test: no network")
+
+        app = appserver.App(self.config,
+                            key_cache=appserver.PublicKeyCache(fetch=no_network_fetch))
+        self.server, self.base_url = start_app_server(self.config, app=app,
+                                                      **self.server_options)
+        self.port = self.server.server_address[1]
+        self.addCleanup(stop_app_server, self.server)
+
+    def test_2000_seeded_malformed_requests(self):
+        rng = random.Random(20260601)
+        cases = [fuzz_case(rng) for _ in range(2000)]
+        baseline_threads = threading.active_count()
+        with LogCapture() as logs, ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda data: (data, exchange(self.port, data, timeout=15)),
+                                    cases))
+        statuses = {}
+        for data, raw in results:
+            for marker in TRACEBACK_MARKERS:
+                self.assertNotIn(marker, raw, "request %r" % data[:200])
+            try:
+                responses = parse_responses(raw, head=data.startswith(b"HEAD "))
+            except AssertionError as exc:
+                self.fail("%s for request %r" % (exc, data[:200]))
+            for status, headers, body in responses:
+                statuses[status] = statuses.get(status, 0) + 1
+                self.assertNotEqual(status, 500, "request %r -> %r" % (data[:200], raw[:300]))
+                self.assertLess(status, 600)
+                if status >= 400 and (body or not data.startswith(b"HEAD ")):
+                    json_error(self, body)
+        self.assertEqual(logs.errors(), [], "server logged errors during fuzzing")
+        # Plenty of different answers: the generator reached many code paths.
+        self.assertGreaterEqual(len(statuses), 8, statuses)
+        for expected in (200, 400, 404, 405, 411, 414, 431, 501):
+            self.assertIn(expected, statuses)
+        # Still up and answering normally; threads back to where they were.
+        self.get_token_ok()
+        deadline = time.monotonic() + 10
+        while threading.active_count() > baseline_threads + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertLessEqual(threading.active_count(), baseline_threads + 1)
+        # Only the one allow-listed, non-embedded URL could ever be fetched (and was stubbed).
+        self.assertTrue(set(self.fetches) <= {"http://gosspublic.alicdn.com/other.pem"})
+
+
+###############################################################################
+# Fault injection
+###############################################################################
+
+class FaultInjection(ServerCase):
+
+    def setUp(self):
+        self.capture_logs()
+
+        def exploding_hook(fields):
+            raise RuntimeError("hook exploded: /srv/secret/path")
+
+        app = appserver.App(self.config, callback_hook=exploding_hook)
+        self.server, self.base_url = start_app_server(self.config, app=app,
+                                                      **self.server_options)
+        self.port = self.server.server_address[1]
+        self.addCleanup(stop_app_server, self.server)
+
+    def test_hook_raising_gives_generic_500_then_the_next_request_works(self):
+        with LogCapture() as logs:
+            raw = exchange(self.port, official_callback("keep-alive", "HTTP/1.1")
+                           + b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        (status, headers, body), (status2, _, body2) = parse_responses(raw)
+        self.assertEqual(status, 500)
+        document = json_error(self, body)
+        self.assertTrue(document["Message"].startswith("internal error"))
+        for leak in (b"exploded", b"/srv/secret", b"Traceback", b"RuntimeError"):
+            self.assertNotIn(leak, raw)
+        self.assertEqual((status2, body2), (200, b'{"Status":"OK"}'))
+        # The traceback goes to the log, with the incident id the client saw.
+        incident = document["Message"].split("incident ")[1].rstrip(")")
+        self.assertTrue(any(incident in line and "exploded" in line for line in logs.errors()))
+        self.get_token_ok()
+
+
+class FakeKeyServer:
+    """A raw loopback key server with misbehaving paths; counts requests per path."""
+
+    def __init__(self, pem):
+        self.pem = pem
+        self.requests = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.prefix = "http://127.0.0.1:%d/keys/" % self.port
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stop(self):
+        self.closed.set()
+        self.listener.close()
+
+    def _accept(self):
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            path = data.split(b" ")[1].decode()
+            self.requests.append(path)
+            name = path.rsplit("/", 1)[-1]
+            try:
+                if name == "split.pem":  # headers, then the body in a later segment
+                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/x-pem-file\r\n"
+                                 b"Content-Length: %d\r\n\r\n" % len(self.pem))
+                    time.sleep(0.1)
+                    conn.sendall(self.pem)
+                elif name == "chunked.pem":  # HTTP/1.1 chunked, as many CDNs answer
+                    half = len(self.pem) // 2
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                                 b"Connection: close\r\n\r\n%x\r\n" % half + self.pem[:half]
+                                 + b"\r\n")
+                    time.sleep(0.1)
+                    conn.sendall(b"%x\r\n" % (len(self.pem) - half) + self.pem[half:]
+                                 + b"\r\n0\r\n\r\n")
+                elif name == "slow.pem":
+                    self.closed.wait(6)
+                elif name == "huge.pem":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                    for _ in range(80):
+                        conn.sendall(b"A" * 65536)
+                elif name == "redirect.pem":
+                    conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n"
+                                 b"Connection: close\r\n\r\n"
+                                 % (self.prefix + "split.pem").encode())
+                elif name == "html.pem":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n"
+                                 b"Connection: close\r\n\r\n<html></html>")
+            except OSError:
+                pass
+
+
+class KeyServerFaults(ServerCase):
+    """A key server that is down, slow, huge, redirecting or merely slow to send its body."""
+
+    server_options = {"idle_timeout": 5.0, "request_timeout": 15.0, "max_connections": 64}
+
+    def setUp(self):
+        from tests import rsa_testkit
+        self.testkit = rsa_testkit
+        self.private = rsa_testkit.load_test_key("rsa2048_key.pem")
+        self.keys = FakeKeyServer((rsa_testkit.DATA / "rsa2048_pub.pem").read_bytes())
+        self.addCleanup(self.keys.stop)
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            self.down_prefix = "http://127.0.0.1:%d/keys/" % unused.getsockname()[1]
+        self.config = appserver.Config(pub_key_url_prefixes=(self.keys.prefix, self.down_prefix))
+        super().setUp()
+
+    def callback(self, key_url, target="/callback?n=1",
+                 body=b"object=user-dir-prefix/a.png&size=5"):
+        signature = self.testkit.sign(self.private, target.encode() + b"\n" + body, "md5")
+        data = ("POST %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %d\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\nauthorization: %s\r\n"
+                "x-oss-pub-key-url: %s\r\n\r\n"
+                % (target, len(body), base64.b64encode(signature).decode(),
+                   base64.b64encode(key_url.encode()).decode())).encode() + body
+        started = time.monotonic()
+        (status, headers, response), = parse_responses(exchange(self.port, data, timeout=15))
+        return status, json.loads(response), time.monotonic() - started
+
+    def test_key_body_arriving_after_the_headers_is_read(self):
+        # HTTP/1.0 (or Connection: close) answer whose body is a separate TCP segment.
+        status, document, _ = self.callback(self.keys.prefix + "split.pem")
+        self.assertEqual((status, document.get("Status")), (200, "OK"), document)
+
+    def test_chunked_key_response_with_connection_close_is_read(self):
+        status, document, _ = self.callback(self.keys.prefix + "chunked.pem")
+        self.assertEqual((status, document.get("Status")), (200, "OK"), document)
+
+    def test_key_server_down_slow_huge_redirecting_or_html_is_a_fast_400(self):
+        # Bounds: the 2 s fetch deadline plus generous slack for a loaded CI machine.
+        cases = {"down": (self.down_prefix + "k.pem", 3.0),
+                 "slow": (self.keys.prefix + "slow.pem", 5.0),
+                 "huge": (self.keys.prefix + "huge.pem", 4.0),
+                 "redirect": (self.keys.prefix + "redirect.pem", 3.0),
+                 "html": (self.keys.prefix + "html.pem", 3.0)}
+        for name, (url, bound) in cases.items():
+            with self.subTest(name):
+                status, document, elapsed = self.callback(url)
+                self.assertEqual(status, 400)
+                self.assertEqual(document, {"Status": "Error",
+                                            "Message": "callback public key unavailable"})
+                self.assertLess(elapsed, bound)
+        self.assertNotIn("/keys/split.pem", self.keys.requests)  # the redirect was not followed
+        # A failure is cached briefly: a second callback naming the dead key makes no fetch.
+        before = len(self.keys.requests)
+        self.assertEqual(self.callback(self.keys.prefix + "html.pem")[0], 400)
+        self.assertEqual(len(self.keys.requests), before)
+
+    def test_server_stays_responsive_while_a_key_fetch_stalls(self):
+        pending = ThreadPoolExecutor(1)
+        self.addCleanup(pending.shutdown)
+        future = pending.submit(self.callback, self.keys.prefix + "slow.pem")
+        time.sleep(0.2)
+        started = time.monotonic()
+        self.get_token_ok()
+        self.assertLess(time.monotonic() - started, 1.5)  # not stuck behind the 2 s fetch
+        self.assertEqual(future.result(10)[0], 400)
+
+
+###############################################################################
+# Secrets
+###############################################################################
+
+SECRET = "Zq9-Distinctive-Secret-7Hk2pW"
+STS_TOKEN = "CAIS-Distinctive-StsToken-5mN8vQ"
+
+
+class Secrets(unittest.TestCase):
+
+    def forms(self, value):
+        raw = value.encode()
+        return [raw, base64.b64encode(raw), base64.urlsafe_b64encode(raw), raw.hex().encode()]
+
+    def run_representative_requests(self, config):
+        calls = []
+
+        def hook(fields):
+            calls.append(fields)
+            if len(calls) == 2:
+                raise RuntimeError("injected")
+            return {"Status": "OK", "upload": fields}
+
+        app = appserver.App(config, callback_hook=hook,
+                            key_cache=appserver.PublicKeyCache(
+                                fetch=lambda url: (_ for _ in ()).throw(
+                                    appserver.PubKeyUnavailable("no network"))))
+        server, _ = start_app_server(config, app=app, idle_timeout=1.0, request_timeout=2.0)
+        port = server.server_address[1]
+        token_responses, other_responses = [], []
+        try:
+            simple = ["GET / HTTP/1.1", "GET /?secret=1 HTTP/1.1", "HEAD / HTTP/1.1",
+                      "OPTIONS / HTTP/1.1", "GET /healthz HTTP/1.1", "GET /index.html HTTP/1.1",
+                      "GET /upload.js HTTP/1.1", "GET /nope HTTP/1.1", "PUT / HTTP/1.1",
+                      "TRACE / HTTP/1.1", "BREW / HTTP/1.1", "GET / HTTP/9.9", "garbage",
+                      "POST /cb HTTP/1.1"]
+            for line in simple:
+                raw = exchange(port, line.encode() + b"\r\nHost: t\r\n\r\n")
+                is_token = line in ("GET / HTTP/1.1", "GET /?secret=1 HTTP/1.1")
+                (token_responses if is_token else other_responses).append(raw)
+            malformed = [
+                official_callback(),
+                official_callback(body=b"bucket=yonghu-tesu"),
+                official_callback(),  # the hook raises on its second call
+                b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\nauthorization: @@@@\r\n\r\nhello",
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\nauthorization: "
+                + OFFICIAL_AUTHORIZATION.encode() + b"\r\nx-oss-pub-key-url: "
+                + base64.b64encode(b"http://gosspublic.alicdn.com/other.pem") + b"\r\n\r\nhello",
+                b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n",
+                b"GET / HTTP/1.1\r\n" + b"".join(b"X%d: 1\r\n" % i for i in range(101)) + b"\r\n",
+            ]
+            for data in malformed:
+                other_responses.append(exchange(port, data))
+        finally:
+            stop_app_server(server)
+        return token_responses, other_responses
+
+    def test_secret_never_leaks_and_sts_token_only_in_token_responses(self):
+        for version in ("v1", "v4"):
+            with self.subTest(version):
+                config = appserver.Config(access_key_id="LTAI-test-id", access_key_secret=SECRET,
+                                          security_token=STS_TOKEN, signature_version=version,
+                                          region="cn-hangzhou",
+                                          callback_url="http://127.0.0.1:9/cb")
+                with LogCapture() as logs:
+                    tokens, others = self.run_representative_requests(config)
+                    logged = "\n".join(logs.lines).encode("utf-8")
+                self.assertTrue(logged)  # the capture saw the access log
+                self.assertIn(b"internal error", logged)  # and the injected fault's traceback
+                self.assertEqual(len(tokens), 2)
+                everything = b"".join(tokens + others)
+                for form in self.forms(SECRET):
+                    self.assertNotIn(form, everything)
+                    self.assertNotIn(form, logged)
+                for raw in tokens:
+                    (status, _, body), = parse_responses(raw)
+                    self.assertEqual(status, 200)
+                    self.assertEqual(json.loads(body)["x-oss-security-token"], STS_TOKEN)
+                for form in self.forms(STS_TOKEN):
+                    self.assertNotIn(form, logged)
+                    for raw in others:
+                        self.assertNotIn(form, raw)
+                self.assertNotIn(SECRET, repr(config))
+                self.assertNotIn(STS_TOKEN, repr(config))
+
+
+###############################################################################
+# Shutdown
+###############################################################################
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Shutdown(unittest.TestCase):
+
+    def test_sigterm_during_load_completes_in_flight_requests_and_exits_0(self):
+        port = free_port()
+        env = dict(os.environ, OSS_ACCESS_KEY_ID="LTAI-test-id", OSS_ACCESS_KEY_SECRET=SECRET,
+                   OSS_SESSION_TOKEN=STS_TOKEN, PYTHONUNBUFFERED="1",
+                   # the official example's bucket, so its callback is one of "ours"
+                   OSS_HOST="https://yonghu-test.oss-cn-hangzhou.aliyuncs.com")
+        env.pop("OSS_PUB_KEY_URL_PREFIXES", None)
+        logdir = self.enterContext_tmp()
+        out = open(os.path.join(logdir, "out"), "w+b")
+        err = open(os.path.join(logdir, "err"), "w+b")
+        self.addCleanup(out.close)
+        self.addCleanup(err.close)
+        proc = subprocess.Popen([sys.executable, "appserver.py", "127.0.0.1", str(port)],
+                                cwd=str(REPO), env=env, stdout=out, stderr=err)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                status = one_response(self, port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n"
+                                      b"Connection: close\r\n\r\n", timeout=2)[0]
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            self.assertIsNone(proc.poll(), "server exited early")
+            self.assertLess(time.monotonic(), deadline, "server did not start")
+            time.sleep(0.05)
+
+        stop = threading.Event()
+        outcomes = {"complete": 0, "refused_or_closed_before_response": 0}
+        truncated = []
+        lock = threading.Lock()
+
+        def load(kind):
+            while not stop.is_set():
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                        for _ in range(20):
+                            if kind == "token":
+                                sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                            else:
+                                sock.sendall(official_callback("keep-alive", "HTTP/1.1"))
+                            raw = b""
+                            while True:
+                                chunk = sock.recv(65536)
+                                raw += chunk
+                                if not chunk:
+                                    break
+                                try:
+                                    responses = parse_responses(raw)
+                                except AssertionError:
+                                    continue
+                                break
+                            if not raw:
+                                with lock:
+                                    outcomes["refused_or_closed_before_response"] += 1
+                                break
+                            try:
+                                (status, headers, body), = parse_responses(raw)
+                                self.assertEqual(status, 200)
+                                json.loads(body)
+                            except (AssertionError, ValueError) as exc:
+                                with lock:
+                                    truncated.append((str(exc), raw[:300]))
+                                return
+                            with lock:
+                                outcomes["complete"] += 1
+                            if headers.get("connection") == ["close"]:
+                                break
+                except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
+                    with lock:
+                        outcomes["refused_or_closed_before_response"] += 1
+                    time.sleep(0.01)
+
+        workers = [threading.Thread(target=load, args=(kind,), daemon=True)
+                   for kind in ("token", "callback", "token", "callback")]
+        for worker in workers:
+            worker.start()
+        time.sleep(0.7)
+
+        # One request is provably in flight at SIGTERM. A first request on the same keep-alive
+        # connection proves a handler thread owns it (a connection still in the accept queue
+        # at SIGTERM is reset, which is not an in-flight request); then headers and half the
+        # body of a second one.
+        in_flight = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.addCleanup(in_flight.close)
+        in_flight.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        first = b""
+        while not first.endswith(b'{"Status":"OK"}'):
+            chunk = in_flight.recv(65536)
+            self.assertTrue(chunk, "connection closed before the first response")
+            first += chunk
+        request = official_callback()
+        in_flight.sendall(request[:-9])
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        in_flight.sendall(request[-9:])
+        raw = read_to_eof(in_flight)
+        (status, headers, body), = parse_responses(raw)
+        self.assertEqual(status, 200, raw)
+        self.assertEqual(json.loads(body), {"Status": "OK", "upload": {"bucket": "yonghu-test"}})
+        self.assertEqual(headers.get("connection"), ["close"])
+
+        self.assertEqual(proc.wait(timeout=20), 0)
+        stop.set()
+        for worker in workers:
+            worker.join(15)
+        self.assertEqual(truncated, [])
+        self.assertGreater(outcomes["complete"], 20, outcomes)
+        out.seek(0)
+        err.seek(0)
+        output = out.read() + err.read()
+        self.assertIn(b"shutting down", output)
+        self.assertNotIn(b"Traceback", output)
+        for form in (SECRET.encode(), base64.b64encode(SECRET.encode()), STS_TOKEN.encode()):
+            self.assertNotIn(form, output)
+
+    def enterContext_tmp(self):
+        import tempfile
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        return directory.name
+
+
+if __name__ == "__main__":
+    unittest.main()
