@@ -406,16 +406,16 @@ class PayloadTooLarge(RequestError):
     status, close = 413, True
 
 
-class MethodNotImplemented(RequestError):
-    status, close = 501, True
-
-
 class URITooLong(RequestError):
     status, close = 414, True
 
 
 class RequestHeaderFieldsTooLarge(RequestError):
     status, close = 431, True
+
+
+class MethodNotImplemented(RequestError):
+    status, close = 501, True
 
 
 class HTTPVersionNotSupported(RequestError):
