@@ -1533,6 +1533,7 @@ class AccessLog:
         self._pending = collections.deque()
         self._writer = None
         self._start_lock = threading.Lock()
+        self._closed = threading.Event()
 
     def record(self, client, method, path, status, size, elapsed_ms, note=""):
         if not self._logger.isEnabledFor(logging.INFO):
@@ -1540,15 +1541,23 @@ class AccessLog:
         self._pending.append((client, method, path, status, size, elapsed_ms, note))
         if self._writer is None:
             with self._start_lock:
-                if self._writer is None:
+                if self._writer is None and not self._closed.is_set():
                     self._writer = threading.Thread(target=self._run, name="access-log",
                                                     daemon=True)
                     self._writer.start()
 
     def _run(self):
-        while True:
-            time.sleep(self._interval)
+        while not self._closed.wait(self._interval):
             self.flush()
+
+    def close(self):
+        """Stop the writer thread and write what is pending."""
+        self._closed.set()
+        with self._start_lock:
+            writer = self._writer
+        if writer is not None:
+            writer.join()
+        self.flush()
 
     def flush(self):
         while self._pending:
@@ -1671,7 +1680,7 @@ class AppServer(http.server.ThreadingHTTPServer):
 
     def server_close(self):
         super().server_close()
-        self.access_log.flush()
+        self.access_log.close()
 
 
 def make_server(config: Config, host: str = "127.0.0.1", port: int = 0, *,

@@ -283,6 +283,13 @@ class ServerTest(unittest.TestCase):
                          b"Content-Length: 3\r\n\r\n")
             self.assertTrue(sock.recv(100).startswith(b"HTTP/1.1 100 Continue"))
 
+    def test_one_access_log_line_per_request_without_the_query(self):
+        self.request("GET", "/healthz?token=q-s3cret")
+        self.server.access_log.flush()
+        lines = [line for line in self.logs.lines if '"GET /healthz" 200' in line]
+        self.assertEqual(len(lines), 1, self.logs.lines[-5:])
+        self.assertNotIn("q-s3cret", "\n".join(self.logs.lines))
+
     def test_every_response_has_a_correct_content_length(self):
         for method, path in (("GET", "/"), ("GET", "/nope"), ("PUT", "/"), ("GET", "/style.css")):
             response, data = self.request(method, path, body=b"" if method == "PUT" else None)
