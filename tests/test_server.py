@@ -284,9 +284,10 @@ class ServerTest(unittest.TestCase):
             self.assertTrue(sock.recv(100).startswith(b"HTTP/1.1 100 Continue"))
 
     def test_one_access_log_line_per_request_without_the_query(self):
-        self.request("GET", "/healthz?token=q-s3cret")
+        self.request("GET", "/log-me?token=q-s3cret")
         self.server.access_log.flush()
-        lines = [line for line in self.logs.lines if '"GET /healthz" 200' in line]
+        lines = [line for line in self.logs.lines if "/log-me" in line]
+        self.assertEqual(lines[:1], ['127.0.0.1 "GET /log-me" 404 40 ' + lines[0].split()[-1]])
         self.assertEqual(len(lines), 1, self.logs.lines[-5:])
         self.assertNotIn("q-s3cret", "\n".join(self.logs.lines))
 
