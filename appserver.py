@@ -1374,14 +1374,19 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
         self._responded = False
         self._deadline = None
         self._body_left = 0
+        self._expect_continue = False
         if not self.server.await_request(self.connection):
             return  # shutting down: take no new request on this connection
         try:
             line = self.rfile.readline(MAX_REQUEST_LINE + 1)
+            for _ in range(4):  # RFC 9112 2.2: ignore empty lines before a request line
+                if line not in (b"\r\n", b"\n"):
+                    break
+                line = self.rfile.readline(MAX_REQUEST_LINE + 1)
         except OSError:
             return  # the peer went away, or the watchdog closed an idle connection
-        if not line:
-            return
+        if not line.endswith(b"\n") and len(line) <= MAX_REQUEST_LINE:
+            return  # closed mid-line: by the peer, or by the watchdog at the idle deadline
         self._started = time.monotonic()
         self._deadline = self._started + self.server.request_timeout
         self.server.request_started(self.connection, self._deadline)
@@ -1405,12 +1410,10 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
             self.close_connection = "close" in tokens
         content_length = parse_content_length(self.command, headers)
         self._body_left = content_length or 0
-        if (content_length and self.request_version == "HTTP/1.1"
-                and "100-continue" in (v.lower() for v in headers.get("expect", ()))
-                and self.command == "POST"
-                and content_length <= self.server.app.config.max_callback_bytes):
-            # Invited only when the body will be read; a refused one gets its error at once.
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # "100 Continue" goes out only when the App asks for the body, so a request refused on
+        # its headers gets its error without being invited to send the body first.
+        self._expect_continue = (self.request_version == "HTTP/1.1" and "100-continue" in
+                                 (v.lower() for v in headers.get("expect", ())))
         response = self.server.app.handle(self.command, self.path, headers, content_length,
                                           self._read_body)
         # Unread body bytes would be parsed as the next request: close instead.
@@ -1443,6 +1446,8 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
             if not line.endswith(b"\n"):
                 if len(line) > budget:
                     raise RequestHeaderFieldsTooLarge("request headers too large")
+                if time.monotonic() >= self._deadline:
+                    raise RequestTimeout("request headers timed out")
                 raise BadRequest("incomplete request headers")
             budget -= len(line)
             line = _strip_line_end(line)
@@ -1461,7 +1466,13 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
     def _read_body(self, size):
         if size != self._body_left:
             raise BadRequest("body length does not match Content-Length")
-        body = self.rfile.read(size)
+        try:
+            if self._expect_continue:
+                self._expect_continue = False
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body = self.rfile.read(size)
+        except OSError:  # a reset, or the watchdog at the deadline: a short read either way
+            body = b""
         if len(body) != size:
             if time.monotonic() >= self._deadline:
                 raise RequestTimeout("request body timed out")
@@ -1527,16 +1538,25 @@ class AccessLog:
     lines appear within ``interval`` seconds, and flush() writes whatever is pending.
     """
 
+    MAX_PENDING = 10000
+
     def __init__(self, logger: logging.Logger = access_log, interval: float = 0.2):
         self._logger = logger
         self._interval = interval
         self._pending = collections.deque()
+        self._dropped = 0
+        self._flush_lock = threading.Lock()  # a flush() returns only after earlier lines are out
         self._writer = None
         self._start_lock = threading.Lock()
         self._closed = threading.Event()
 
     def record(self, client, method, path, status, size, elapsed_ms, note=""):
         if not self._logger.isEnabledFor(logging.INFO):
+            return
+        if len(self._pending) >= self.MAX_PENDING:
+            # The log sink is stalled (a full pipe, a paused terminal): drop and count rather
+            # than let memory grow or requests wait on it.
+            self._dropped += 1
             return
         self._pending.append((client, method, path, status, size, elapsed_ms, note))
         if self._writer is None:
@@ -1556,10 +1576,18 @@ class AccessLog:
         with self._start_lock:
             writer = self._writer
         if writer is not None:
-            writer.join()
-        self.flush()
+            writer.join(2.0)  # a stalled log sink must not hold up shutdown for ever
+        if writer is None or not writer.is_alive():
+            self.flush()
 
     def flush(self):
+        with self._flush_lock:
+            self._write_pending()
+
+    def _write_pending(self):
+        if self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            self._logger.warning("%d access-log lines dropped: log output too slow", dropped)
         while self._pending:
             try:
                 client, method, path, status, size, elapsed_ms, note = self._pending.popleft()
@@ -1618,6 +1646,8 @@ class AppServer(http.server.ThreadingHTTPServer):
             except OSError:
                 pass
             self.shutdown_request(request)
+            self.access_log.record(client_address[0], "-", "-", 503, 51, 0.0,
+                                   "over OSS_MAX_CONNECTIONS")
             return
         try:
             super().process_request(request, client_address)
@@ -1666,19 +1696,23 @@ class AppServer(http.server.ThreadingHTTPServer):
                     pass
 
     def stop(self):
-        """Stop accepting, close idle keep-alive connections, let in-flight requests finish
-        (each within its deadline), and write the pending access log."""
+        """Stop serve_forever (running in another thread), then server_close()."""
         self.stopping = True
         self.shutdown()
-        self._close_connections(lambda deadline, idle: idle)
-        until = time.monotonic() + self.request_timeout + 1
-        while self._watched and time.monotonic() < until:
-            self._next_sweep = 0.0
-            self.service_actions()  # serve_forever no longer runs it
-            time.sleep(0.02)
         self.server_close()
 
     def server_close(self):
+        """Stop accepting and drain: idle keep-alive connections close at once, requests in
+        flight finish within their deadline, then anything left is cut, the handler threads
+        are joined and the pending access log is written."""
+        self.stopping = True
+        self.socket.close()
+        until = time.monotonic() + self.request_timeout + 1
+        while self._watched and time.monotonic() < until:
+            now = time.monotonic()
+            self._close_connections(lambda deadline, idle: idle or deadline <= now)
+            time.sleep(0.02)
+        self._close_connections(lambda deadline, idle: True)
         super().server_close()
         self.access_log.close()
 

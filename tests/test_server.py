@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -278,18 +279,49 @@ class ServerTest(unittest.TestCase):
         data = self.raw(b"POST /cb HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                         b"Content-Length: %d\r\n\r\n" % too_big)
         self.assertTrue(data.startswith(b"HTTP/1.1 413 "), data[:60])
+        # Refused on its headers (no authorization): the error comes without an invitation.
+        data = self.raw(b"POST /cb HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                        b"Content-Length: 3\r\n\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 400 "), data[:60])
+        key_url = base64.b64encode(appserver.OSS_CALLBACK_KEY_URL.encode())
         with socket.create_connection(("127.0.0.1", self.port), timeout=3) as sock:
             sock.sendall(b"POST /cb HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                         b"Content-Length: 3\r\n\r\n")
+                         b"authorization: " + base64.b64encode(b"s" * 64) + b"\r\n"
+                         b"x-oss-pub-key-url: " + key_url + b"\r\nContent-Length: 3\r\n\r\n")
             self.assertTrue(sock.recv(100).startswith(b"HTTP/1.1 100 Continue"))
+            sock.sendall(b"a=1")
+            self.assertIn(b"signature does not match", sock.recv(65536))
 
     def test_one_access_log_line_per_request_without_the_query(self):
         self.request("GET", "/log-me?token=q-s3cret")
-        self.server.access_log.flush()
-        lines = [line for line in self.logs.lines if "/log-me" in line]
+        deadline = time.monotonic() + 5  # the line is recorded just after the response is sent
+        while True:
+            self.server.access_log.flush()
+            lines = [line for line in self.logs.lines if "/log-me" in line]
+            if lines or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         self.assertEqual(lines[:1], ['127.0.0.1 "GET /log-me" 404 40 ' + lines[0].split()[-1]])
         self.assertEqual(len(lines), 1, self.logs.lines[-5:])
         self.assertNotIn("q-s3cret", "\n".join(self.logs.lines))
+
+    def test_empty_lines_before_a_request_line_are_ignored(self):
+        data = self.raw(b"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data[:60])
+
+    def test_a_reset_during_the_body_is_not_a_500(self):
+        key_url = base64.b64encode(appserver.OSS_CALLBACK_KEY_URL.encode())
+        with self.assertNoLogs("appserver", "ERROR"):
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=3)
+            sock.sendall(b"POST /cb HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                         b"authorization: " + base64.b64encode(b"s" * 64) + b"\r\n"
+                         b"x-oss-pub-key-url: " + key_url + b"\r\n\r\n0123456789")
+            time.sleep(0.2)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # RST
+            time.sleep(0.3)
+        self.server.access_log.flush()
+        self.assertFalse(any('"POST /cb" 500' in line for line in self.logs.lines))
 
     def test_every_response_has_a_correct_content_length(self):
         for method, path in (("GET", "/"), ("GET", "/nope"), ("PUT", "/"), ("GET", "/style.css")):
@@ -298,6 +330,32 @@ class ServerTest(unittest.TestCase):
 
 
 class Shutdown(unittest.TestCase):
+    def test_server_close_drains_without_serve_forever_help(self):
+        # The socketserver idiom (shutdown, then server_close) must not wait for a keep-alive
+        # client that never leaves: idle connections are closed, then threads are joined.
+        server, url = start_app_server(appserver.Config(), idle_timeout=30, request_timeout=30)
+        port = server.server_address[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertIn(b"200 OK", client.recv(65536))
+            started = time.monotonic()
+            server.shutdown()
+            server.server_close()
+            server._test_thread.join(5)
+            self.assertLess(time.monotonic() - started, 3)
+            self.assertEqual(client.recv(65536), b"")
+
+    def test_a_stalled_log_sink_drops_lines_instead_of_growing(self):
+        access = appserver.AccessLog(logging.getLogger("appserver.test-stalled"), interval=3600)
+        logging.getLogger("appserver.test-stalled").setLevel(logging.INFO)
+        for i in range(appserver.AccessLog.MAX_PENDING + 500):
+            access.record("127.0.0.1", "GET", "/", 200, 1, 0.1)
+        self.assertEqual(len(access._pending), appserver.AccessLog.MAX_PENDING)
+        with self.assertLogs("appserver.test-stalled", "WARNING") as logs:
+            access.flush()
+        self.assertIn("500 access-log lines dropped", logs.output[0])
+        access.close()
+
     def free_port(self):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
