@@ -1326,10 +1326,12 @@ def parse_content_length(method: str, headers: Mapping[str, list]) -> Optional[i
 MAX_REQUEST_LINE = 65536   # as http.server: longer is 414
 MAX_HEADER_BYTES = 65536   # all header lines together: longer is 431
 MAX_HEADERS = 100
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")      # RFC 9110 5.6.2
-_REQUEST_TARGET = re.compile(r"/[\x21-\x7e]*|\*")          # origin-form, or * for OPTIONS
-_HTTP_VERSION = re.compile(r"HTTP/([0-9])\.([0-9])")
-_FIELD_VALUE_REFUSED = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls other than tab
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 9110 5.6.2
+# method SP origin-form (or * for OPTIONS) SP HTTP/1.x, then CRLF or a bare LF (RFC 9112 2.2)
+_REQUEST_LINE = re.compile(r"(%s) (/[\x21-\x7e]*|\*) HTTP/1\.([0-9])\r?\n" % _TOKEN)
+_HTTP_VERSION = re.compile(r"HTTP/([0-9])\.[0-9]")
+# name ":" OWS value OWS: no space before the colon, no obs-fold, no controls but tab
+_HEADER_LINE = re.compile(r"(%s):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r?\n" % _TOKEN)
 _OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                b"Content-Length: 51\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
                b'{"Status":"Error","Message":"too many connections"}')
@@ -1380,7 +1382,7 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
         try:
             line = self.rfile.readline(MAX_REQUEST_LINE + 1)
             for _ in range(4):  # RFC 9112 2.2: ignore empty lines before a request line
-                if line not in (b"\r\n", b"\n"):
+                if line != b"\r\n" and line != b"\n":
                     break
                 line = self.rfile.readline(MAX_REQUEST_LINE + 1)
         except OSError:
@@ -1422,26 +1424,23 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
     def _parse_request_line(self, line):
         if len(line) > MAX_REQUEST_LINE:
             raise URITooLong("request line too long")
-        parts = _strip_line_end(line).decode("latin-1").split(" ")
-        if len(parts) != 3:
+        text = line.decode("latin-1")
+        matched = _REQUEST_LINE.fullmatch(text)
+        if matched is None:
+            parts = text.rstrip("\r\n").split(" ")
+            version = _HTTP_VERSION.fullmatch(parts[-1])
+            if len(parts) == 3 and version and version.group(1) != "1":
+                raise HTTPVersionNotSupported("HTTP version not supported")
             raise BadRequest("malformed request line")
-        method, target, version = parts
-        self.command = method
-        matched = _HTTP_VERSION.fullmatch(version)
-        if not matched:
-            raise BadRequest("malformed request line")
-        if matched.group(1) != "1":
-            raise HTTPVersionNotSupported("HTTP version not supported")
-        if not _TOKEN.fullmatch(method) or not _REQUEST_TARGET.fullmatch(target):
-            raise BadRequest("malformed request line")
-        self.path, self.request_version = target, version
+        self.command, self.path, minor = matched.groups()
+        self.request_version = "HTTP/1." + minor
 
     def _read_headers(self) -> dict:
         """Header fields as {lower-case name: [values]}, per RFC 9112 5: no space before the
         colon, no obs-fold, no control characters, bounded in count and bytes."""
         headers = {}
         budget = MAX_HEADER_BYTES
-        while True:
+        for _ in range(MAX_HEADERS + 1):
             line = self.rfile.readline(budget + 1)
             if not line.endswith(b"\n"):
                 if len(line) > budget:
@@ -1449,19 +1448,15 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
                 if time.monotonic() >= self._deadline:
                     raise RequestTimeout("request headers timed out")
                 raise BadRequest("incomplete request headers")
-            budget -= len(line)
-            line = _strip_line_end(line)
-            if not line:
+            if line == b"\r\n" or line == b"\n":
                 return headers
-            name, colon, value = line.decode("latin-1").partition(":")
-            if not colon or not _TOKEN.fullmatch(name):
+            budget -= len(line)
+            matched = _HEADER_LINE.fullmatch(line.decode("latin-1"))
+            if matched is None:
                 raise BadRequest("malformed header line")
-            value = value.strip(" \t")
-            if _FIELD_VALUE_REFUSED.search(value):
-                raise BadRequest("malformed header value")
-            headers.setdefault(name.lower(), []).append(value)
-            if sum(map(len, headers.values())) > MAX_HEADERS:
-                raise RequestHeaderFieldsTooLarge("too many request headers")
+            name, value = matched.groups()
+            headers.setdefault(name.lower(), []).append(value.rstrip(" \t"))
+        raise RequestHeaderFieldsTooLarge("too many request headers")
 
     def _read_body(self, size):
         if size != self._body_left:
@@ -1524,10 +1519,6 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):
         log.info("%s %s", self.client_address[0], printable(format % args))
-
-
-def _strip_line_end(line: bytes) -> bytes:
-    return line[:-2] if line.endswith(b"\r\n") else line.rstrip(b"\n")
 
 
 class AccessLog:
