@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import timeit
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

@@ -885,7 +885,7 @@ class Shutdown(unittest.TestCase):
                                 if not chunk:
                                     break
                                 try:
-                                    responses = parse_responses(raw)
+                                    parse_responses(raw)  # complete once it parses
                                 except AssertionError:
                                     continue
                                 break

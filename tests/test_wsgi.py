@@ -3,7 +3,6 @@ request target (RAW_URI / REQUEST_URI, or rebuilt), config read from the environ
 time, and the end-to-end upload flow through gunicorn with 2 workers."""
 
 import base64
-import hashlib
 import http.client
 import http.server
 import importlib.util
@@ -11,7 +10,6 @@ import io
 import json
 import os
 import pathlib
-import shutil
 import signal
 import socket
 import subprocess
