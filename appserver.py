@@ -812,9 +812,9 @@ class ReadBudgetExceeded(OSError):
 
 
 class _DeadlineReader(io.RawIOBase):
-    """A socket reader with one overall deadline and a byte budget. Socket timeouts are per
-    operation: a peer sending a byte just before each timeout would never time out. And
-    http.server's own limits still let one request hold about 6.5 MB of headers."""
+    """The key fetch's socket reader: one overall deadline and a byte budget for the whole
+    response. Socket timeouts are per operation, so a key server sending a byte just before
+    each timeout would never time out, and http.client bounds header lines, not their total."""
 
     def __init__(self, sock, idle_timeout, deadline=None, budget=None):
         super().__init__()
