@@ -1729,7 +1729,11 @@ def make_wsgi_app(config: Optional[Config] = None):
     """
     if config is None:
         config = config_from_env(os.environ, server_url=None)
-        for warning in config_warnings(config):
+        warnings = config_warnings(config)
+        if not config.callback_url:
+            # Behind a WSGI server this process cannot know its public address.
+            warnings.append("OSS_CALLBACK_URL is not set: tokens carry no callback")
+        for warning in warnings:
             log.warning("%s", warning)
     app = App(config)
 
@@ -1753,7 +1757,10 @@ def make_wsgi_app(config: Optional[Config] = None):
         content_length = int(length) if _DECIMAL.fullmatch(length) else None
 
         def read_body(size):
-            body = environ["wsgi.input"].read(size)
+            try:
+                body = environ["wsgi.input"].read(size)
+            except OSError:  # the client went away (gunicorn's NoMoreData is an IOError)
+                body = b""
             if len(body) != size:
                 raise BadRequest("request body shorter than Content-Length")
             return body

@@ -303,6 +303,27 @@ class EnvironmentAtCallTime(unittest.TestCase):
         # Without OSS_CALLBACK_URL there is no server URL to default to: no callback.
         self.assertNotIn("callback", token_two)
 
+    def test_missing_callback_url_is_warned_about(self):
+        with mock.patch.dict(os.environ, {}, clear=True):
+            with self.assertLogs("appserver", "WARNING") as logs:
+                appserver.make_wsgi_app()
+        self.assertTrue(any("OSS_CALLBACK_URL is not set" in line for line in logs.output))
+
+    def test_a_client_gone_during_the_body_is_a_400_not_a_500(self):
+        class Gone(io.RawIOBase):
+            def read(self, size=-1):
+                raise OSError("client disconnected")
+
+        app = appserver.make_wsgi_app(appserver.Config())
+        with self.assertNoLogs("appserver", "ERROR"):
+            status, _, body = call_wsgi(
+                app, "POST", "/index.php", "id=1&index=2", body=b"x" * 18,
+                headers={"authorization": official_header("authorization"),
+                         "x-oss-pub-key-url": official_header("x-oss-pub-key-url")},
+                **{"wsgi.input": Gone()})
+        self.assertEqual(status, 400)
+        self.assertEqual(json.loads(body)["Status"], "Error")
+
     def test_bad_environment_raises_config_error_naming_the_variable(self):
         with mock.patch.dict(os.environ, {"OSS_SIGNATURE_VERSION": "v9"}, clear=True):
             with self.assertRaises(appserver.ConfigError) as caught:
