@@ -1,7 +1,7 @@
-"""Project Wycheproof RSASSA-PKCS1-v1_5 vectors from ../shared/conformance/wycheproof/.
+"""Project Wycheproof RSASSA-PKCS1-v1_5 vectors, kept in tests/data/wycheproof/.
 
-The JSON files are read in place (license allows copying, but we keep them out of the repo).
-Missing folder: skip with a reason; under CI=true: fail (tests.support.require).
+The files there are upstream's (Apache-2.0, github.com/C2SP/wycheproof), reduced to the fields
+read here, with every test case; that folder's README.md gives the snapshot and the command.
 
 Decisions (see the folder's README, "How to read result"):
 - `valid` must verify; `invalid` must return False and never raise.
@@ -15,14 +15,14 @@ Decisions (see the folder's README, "How to read result"):
 """
 
 import json
+import pathlib
 import random
 import unittest
 
 import appserver
 from tests import rsa_testkit as kit
-from tests.support import SHARED, require
 
-WYCHEPROOF = SHARED / "conformance" / "wycheproof"
+WYCHEPROOF = pathlib.Path(__file__).resolve().parent / "data" / "wycheproof"
 VERIFY_FILES = ("rsa_signature_2048_sha256_test.json", "rsa_signature_3072_sha256_test.json")
 GENERATE_FILES = ("rsa_pkcs1_2048_sig_gen_test.json", "rsa_pkcs1_3072_sig_gen_test.json")
 HASH_NAMES = {"SHA-1": "sha1", "SHA-224": "sha224", "SHA-256": "sha256",
@@ -30,9 +30,7 @@ HASH_NAMES = {"SHA-1": "sha1", "SHA-224": "sha224", "SHA-256": "sha256",
 
 
 def load_vectors(name):
-    path = WYCHEPROOF / name
-    require(path.is_file(), "Wycheproof vectors not found at %s (shared conformance folder)" % path)
-    with open(path, encoding="utf-8") as fh:
+    with open(WYCHEPROOF / name, encoding="utf-8") as fh:
         return json.load(fh)
 
 
