@@ -33,10 +33,12 @@ import json
 import logging
 import os
 import re
+import select
 import signal
 import socket
 import socketserver
 import ssl
+import stat
 import sys
 import threading
 import time
@@ -236,6 +238,10 @@ def config_from_env(environ: Mapping[str, str],
     callback_url = environ.get("OSS_CALLBACK_URL")
     if callback_url is None:
         callback_url = server_url or ""
+        if "[" in callback_url:
+            raise ConfigError("OSS_CALLBACK_URL", "is required when listening on an IPv6 "
+                                                  "address: OSS cannot call back to an IPv6 "
+                                                  "address")
     callback_url = text("OSS_CALLBACK_URL", callback_url, allow_empty=True).strip()
     if callback_url:
         urls = callback_url.split(";")
@@ -251,6 +257,9 @@ def config_from_env(environ: Mapping[str, str],
                 valid = False
             if not valid:
                 raise ConfigError("OSS_CALLBACK_URL", "must be http(s) URLs separated by ';'")
+            if ":" in parts.hostname:
+                raise ConfigError("OSS_CALLBACK_URL", "names an IPv6 address, which OSS "
+                                                      "cannot call back to")
 
     callback_body_type = (environ.get("OSS_CALLBACK_BODY_TYPE") or FORM_URLENCODED).strip()
     if callback_body_type not in CALLBACK_BODY_TYPES:
@@ -457,7 +466,8 @@ def strict_b64decode(text: str, max_chars: int) -> bytes:
 
 
 def json_compact(value) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+    # allow_nan=False: NaN and Infinity are not JSON, and OSS would fail the callback on them.
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def utc_iso8601(unix_seconds: int) -> str:
@@ -965,7 +975,7 @@ class PublicKeyCache:
                  negative_ttl: float = 30.0, max_entries: int = 64,
                  embedded: Mapping[str, PublicKey] = EMBEDDED_PUBLIC_KEYS,
                  wait_timeout: float = KEY_FETCH_DEADLINE + 1.0,
-                 max_fetches_per_minute: int = 30):
+                 max_fetches_per_minute: int = 30, reserved_fetches_per_minute: int = 10):
         self._fetch = fetch
         self._clock = clock
         self._ttl = ttl
@@ -977,9 +987,12 @@ class PublicKeyCache:
         self._inflight = {}  # url -> threading.Event set when the leader's fetch ends
         self._lock = threading.Lock()
         # Any path under an allowed prefix is fetchable, so unsigned junk naming a new URL
-        # each time would otherwise cost a fetch per request and flush the good keys.
-        self._max_fetches = max_fetches_per_minute
-        self._fetch_times = []
+        # each time would otherwise cost a fetch per request and flush the good keys. Junk
+        # can still use up that budget, so URLs that have served a good key before draw on
+        # a reserved budget of their own: junk cannot lock out a genuine key's refresh.
+        self._budgets = {False: (max_fetches_per_minute, []),
+                         True: (reserved_fetches_per_minute, [])}
+        self._known_good = collections.OrderedDict()  # url -> None, most recent last
 
     def get(self, url: str) -> PublicKey:
         """The key for ``url``; raises PubKeyUnavailable."""
@@ -995,11 +1008,7 @@ class PublicKeyCache:
                 event = self._inflight.get(url)
                 leader = event is None
                 if leader:
-                    now = self._clock()
-                    self._fetch_times = [t for t in self._fetch_times if t > now - 60]
-                    if len(self._fetch_times) >= self._max_fetches:
-                        raise PubKeyUnavailable("too many public key fetches; try later")
-                    self._fetch_times.append(now)
+                    self._spend_fetch_budget(url in self._known_good)
                     event = self._inflight[url] = threading.Event()
             if leader:
                 value = "key fetch interrupted"
@@ -1009,6 +1018,8 @@ class PublicKeyCache:
                     with self._lock:
                         ttl = self._ttl if isinstance(value, PublicKey) else self._negative_ttl
                         self._store(url, (self._clock() + ttl, value))
+                        if isinstance(value, PublicKey):
+                            self._remember_good(url)
                         del self._inflight[url]
                     event.set()
                 break
@@ -1017,6 +1028,20 @@ class PublicKeyCache:
         if isinstance(value, PublicKey):
             return value
         raise PubKeyUnavailable(value)
+
+    def _spend_fetch_budget(self, known_good: bool):
+        limit, times = self._budgets[known_good]
+        now = self._clock()
+        times[:] = [t for t in times if t > now - 60]
+        if len(times) >= limit:
+            raise PubKeyUnavailable("too many public key fetches; try later")
+        times.append(now)
+
+    def _remember_good(self, url):
+        self._known_good[url] = None
+        self._known_good.move_to_end(url)
+        while len(self._known_good) > self._max_entries:
+            self._known_good.popitem(last=False)
 
     def _load(self, url):
         try:
@@ -1059,6 +1084,11 @@ class Response(NamedTuple):
     note: str = ""       # appended to the request's access-log line
 
 
+JSON_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+                ("X-Content-Type-Options", "nosniff")]
+# Static files other than the page are never documents: an SVG opened directly could
+# otherwise run script, and none of them needs anything.
+ASSET_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 MAX_AUTHORIZATION_CHARS = 4 * ((MAX_KEY_BITS // 8 + 2) // 3)  # base64 of an 8192-bit signature
 MAX_PUB_KEY_URL_CHARS = 1024
 ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
@@ -1071,14 +1101,31 @@ STATIC_TYPES = {
 }
 
 
-def callback_string_to_sign(raw_target, body: bytes) -> bytes:
-    """What OSS signs: percent-decoded path, then '?' and the raw query if the request target
-    had a '?', then '\\n' and the raw body (spec 5.4). Built from bytes: decoding to str
-    would turn invalid UTF-8 escapes into U+FFFD and break verification."""
+def _target_bytes(raw_target) -> bytes:
     if isinstance(raw_target, str):
-        raw_target = raw_target.encode("latin-1")  # http.server and WSGI decode as latin-1
-    path, question, query = raw_target.partition(b"?")
-    signed = urllib.parse.unquote_to_bytes(path)
+        try:
+            return raw_target.encode("latin-1")  # http.server and WSGI decode as latin-1
+        except UnicodeEncodeError:
+            raise CallbackRejected("callback URL is not a raw request target") from None
+    return raw_target
+
+
+def callback_path(raw_target) -> bytes:
+    """The percent-decoded path OSS signs. A decoded CR, LF or NUL is refused: the string to
+    sign joins path and body with '\\n', so such a path could move bytes between the two."""
+    path = urllib.parse.unquote_to_bytes(_target_bytes(raw_target).partition(b"?")[0])
+    if any(c in path for c in _CALLBACK_PATH_REFUSED):
+        raise CallbackRejected("callback path contains control characters")
+    return path
+
+
+def callback_string_to_sign(raw_target, body: bytes) -> bytes:
+    """What OSS signs (PostObject callback, "verify the callback signature"): the
+    percent-decoded path, then '?' and the raw query if the request target had a '?', then
+    '\\n' and the raw body. Built from bytes: decoding to str would turn invalid UTF-8
+    escapes into U+FFFD and break verification."""
+    _, question, query = _target_bytes(raw_target).partition(b"?")
+    signed = callback_path(raw_target)
     if question:
         signed += b"?" + query
     return signed + b"\n" + body
@@ -1091,43 +1138,97 @@ def single_header(headers: Mapping[str, list], name: str) -> Optional[str]:
     return values[0].strip() if values else None
 
 
+MAX_CALLBACK_JSON_DEPTH = 32
+_CALLBACK_PATH_REFUSED = (b"\r", b"\n", b"\x00")
+
+
+def _refuse_json_constant(name):
+    raise ValueError("JSON constant %s is not allowed" % name)
+
+
+def _finite_float(text):
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e400 is no constant: it overflows to inf
+        raise ValueError("JSON number out of range")
+    return value
+
+
+def _json_depth_within(value, limit) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return False
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return True
+
+
 def parse_callback_fields(body_type: str, body: bytes) -> dict:
     """The callback body as fields, read as the configured callbackBodyType: the request's
-    Content-Type header is not signed, so a replayer could otherwise switch parsers."""
+    Content-Type header is not signed, so a replayer could otherwise switch parsers.
+
+    JSON is read strictly: NaN and Infinity are not JSON (RFC 8259 6) and could not be
+    written back into the answer; nesting is bounded so that writing the answer, one level
+    deeper, cannot hit the recursion limit.
+    """
     try:
         text = body.decode("utf-8")
         if body_type == "application/json":
-            fields = json.loads(text)
+            fields = json.loads(text, parse_constant=_refuse_json_constant,
+                                parse_float=_finite_float)
             if not isinstance(fields, dict):
                 raise ValueError("not a JSON object")
-            return fields
-        return dict(urllib.parse.parse_qsl(text, keep_blank_values=True, max_num_fields=1000))
+            if not _json_depth_within(fields, MAX_CALLBACK_JSON_DEPTH):
+                raise ValueError("nested too deeply")
+        else:
+            fields = dict(urllib.parse.parse_qsl(text, keep_blank_values=True,
+                                                 max_num_fields=1000))
     except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         raise CallbackRejected("callback body is not valid %s" % body_type) from None
+    if not fields:
+        raise CallbackRejected("callback body has no fields")
+    return fields
+
+
+def _callback_size(value) -> Optional[int]:
+    """The object size OSS rendered for ${size}: 12 ASCII digits at most (PostObject takes
+    under 5 GB), or, from a JSON body, an integer that is not a boolean. None otherwise."""
+    if type(value) is int:
+        return value if 0 <= value < 10 ** 12 else None
+    if isinstance(value, str) and _DECIMAL.fullmatch(value):
+        return int(value)
+    return None
 
 
 def check_callback_fields(config: Config, fields: dict):
     """Refuse a genuine OSS callback that is not about one of our uploads.
 
     Anyone can aim a callback of their own bucket at this server and OSS will sign it, so
-    what OSS filled in is compared with what our policies allow (security notes 3.5). Only
-    fields the callback body carries are checked: the template decides which exist.
+    what OSS filled in is compared with what our policies allow. A field the body carries is
+    checked by type and value; a field it lacks passes, since the template decides which
+    fields exist (the official callback example has only ``bucket``).
     """
-    bucket = fields.get("bucket")
-    if config.bucket and bucket is not None and bucket != config.bucket:
-        raise CallbackRejected("callback is for another bucket",
-                               "callback names bucket %s" % printable(str(bucket)))
-    name = fields.get("object", fields.get("filename"))
-    if isinstance(name, str) and not name.startswith(config.upload_dir):
-        raise CallbackRejected("callback object is outside the upload folder",
-                               "callback names object %s" % printable(name))
-    size = fields.get("size")
-    try:
-        too_large = config.max_upload_bytes and int(size) > config.max_upload_bytes
-    except (TypeError, ValueError):
-        too_large = False
-    if too_large:
-        raise CallbackRejected("callback size is over the upload limit")
+    if "bucket" in fields:
+        bucket = fields["bucket"]
+        if not isinstance(bucket, str) or (config.bucket and bucket != config.bucket):
+            raise CallbackRejected("callback is for another bucket",
+                                   "callback names bucket %s" % printable(repr(bucket)))
+    for name_field in ("object", "filename"):
+        if name_field in fields:
+            name = fields[name_field]
+            if not isinstance(name, str) or not name.startswith(config.upload_dir):
+                raise CallbackRejected("callback object is outside the upload folder",
+                                       "callback names %s %s"
+                                       % (name_field, printable(repr(name))))
+    if "size" in fields:
+        size = _callback_size(fields["size"])
+        if size is None:
+            raise CallbackRejected("callback size is not a byte count",
+                                   "callback size %s" % printable(repr(fields["size"])))
+        if config.max_upload_bytes and size > config.max_upload_bytes:
+            raise CallbackRejected("callback size is over the upload limit")
 
 
 def default_callback_hook(fields: dict) -> dict:
@@ -1140,8 +1241,7 @@ def default_callback_hook(fields: dict) -> dict:
 def error_response(status: int, message: str, headers=(), close: bool = False) -> Response:
     """The one error shape: {"Status":"Error","Message":...}, never a traceback or a path."""
     body = json_compact({"Status": "Error", "Message": message})
-    return Response(status, [("Content-Type", "application/json"),
-                             ("Cache-Control", "no-store")] + list(headers), body, close)
+    return Response(status, JSON_HEADERS + list(headers), body, close)
 
 
 class App:
@@ -1156,7 +1256,8 @@ class App:
         self.key_cache = key_cache or PublicKeyCache()
         self.callback_hook = callback_hook or default_callback_hook
         self.clock = clock
-        self.static_files = scan_static_dir(static_dir or os.path.join(HERE, "static"))
+        self.static_root = os.path.realpath(static_dir or find_static_dir())
+        self.static_files = scan_static_dir(self.static_root)
         self._cors = [("Access-Control-Allow-Origin", config.cors_origin),
                       ("Access-Control-Allow-Methods", ALLOWED_METHODS),
                       ("Access-Control-Allow-Headers", "Content-Type"),
@@ -1197,22 +1298,21 @@ class App:
         if path == "/":
             return self._token_response()
         if path == "/healthz":
-            return Response(200, [("Content-Type", "application/json"),
-                                  ("Cache-Control", "no-store")] + self._cors,
-                            b'{"Status":"OK"}')
+            return Response(200, JSON_HEADERS + self._cors, b'{"Status":"OK"}')
         static = self.static_files.get(path)
         if static is None:
             raise NotFound("not found")
-        filename, content_type = static
+        relative, content_type = static
         try:
-            with open(filename, "rb") as f:
-                body = f.read()
+            body = read_static_file(self.static_root, relative)
         except OSError:
             raise NotFound("not found") from None
         headers = [("Content-Type", content_type), ("X-Content-Type-Options", "nosniff"),
                    ("Cache-Control", "no-cache"), ("Referrer-Policy", "no-referrer")]
         if content_type.startswith("text/html"):
             headers += [("Content-Security-Policy", self._page_csp), ("X-Frame-Options", "DENY")]
+        else:
+            headers.append(("Content-Security-Policy", ASSET_CSP))
         return Response(200, headers, body)
 
     def _token_response(self) -> Response:
@@ -1222,8 +1322,7 @@ class App:
             # The sample's json.dumps layout, so clients parsing it loosely keep working.
             body = json.dumps(issue_token(self.config, second)).encode("utf-8")
             self._token = (second, body)
-        return Response(200, [("Content-Type", "application/json"),
-                              ("Cache-Control", "no-store")] + self._cors, body)
+        return Response(200, JSON_HEADERS + self._cors, body)
 
     def _callback(self, target, headers, content_length, read_body) -> Response:
         # Everything that needs no key is checked first, so a junk request costs no fetch.
@@ -1232,6 +1331,7 @@ class App:
         if content_length > self.config.max_callback_bytes:
             raise PayloadTooLarge("callback body larger than %d bytes"
                                   % self.config.max_callback_bytes)
+        callback_path(target)
         authorization = single_header(headers, "authorization")
         if not authorization:
             raise CallbackRejected("missing authorization header")
@@ -1266,31 +1366,71 @@ class App:
         answer = self.callback_hook(fields)
         note = "object=%s size=%s" % (fields.get("object", fields.get("filename", "-")),
                                       fields.get("size", "-"))
-        return Response(200, [("Content-Type", "application/json"),
-                              ("Cache-Control", "no-store")], json_compact(answer), note=note)
+        return Response(200, list(JSON_HEADERS), json_compact(answer), note=note)
+
+
+def app_warnings(app: App) -> list:
+    if "/index.html" in app.static_files:
+        return []
+    return ["no page to serve: %s has no index.html (set OSS_STATIC_DIR to the folder "
+            "with the browser client)" % app.static_root]
 
 
 def scan_static_dir(root: str) -> dict:
-    """The files the client may fetch, fixed at startup: '/name' -> (real path, type).
+    """The files the client may fetch, fixed at startup: '/name' -> (path parts, type).
 
     Only regular files under ``root``, no dotfiles, no symlinks. A URL is served only if it is
     a key of this map, so traversal ('..', '%2e%2e', '//') cannot reach anything else.
     """
     files = {}
-    root = os.path.realpath(root)
     if not os.path.isdir(root):
         return files
     for directory, subdirs, names in os.walk(root):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        subdirs[:] = [d for d in subdirs
+                      if not d.startswith(".") and not os.path.islink(os.path.join(directory, d))]
         for name in names:
             path = os.path.join(directory, name)
             if name.startswith(".") or os.path.islink(path) or not os.path.isfile(path):
                 continue
-            relative = os.path.relpath(path, root).replace(os.sep, "/")
+            parts = tuple(os.path.relpath(path, root).split(os.sep))
             content_type = STATIC_TYPES.get(os.path.splitext(name)[1].lower(),
                                             "application/octet-stream")
-            files["/" + relative] = (path, content_type)
+            files["/" + "/".join(parts)] = (parts, content_type)
     return files
+
+
+def find_static_dir() -> str:
+    """The page's folder: ``static/`` beside this file in a checkout, ``appserver_static/``
+    where a wheel installed it."""
+    for name in ("static", "appserver_static"):
+        candidate = os.path.join(HERE, name)
+        if os.path.isdir(candidate):
+            return candidate
+    return os.path.join(HERE, "static")
+
+
+def read_static_file(root: str, parts) -> bytes:
+    """Read a file found by scan_static_dir, refusing what was swapped since: every component
+    is opened with O_NOFOLLOW, so a file or folder replaced by a symlink after startup is not
+    followed, and the file must still be a regular file. Raises OSError."""
+    if os.open not in os.supports_dir_fd:  # not POSIX: no dir_fd, open by path
+        with open(os.path.join(root, *parts), "rb") as f:
+            return f.read()
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | nofollow, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+        # O_NONBLOCK: a FIFO put in place of the file would otherwise block the open.
+        file_fd = os.open(parts[-1], os.O_RDONLY | nofollow | os.O_NONBLOCK, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with open(file_fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError("not a regular file")
+        return f.read()
 
 
 def parse_content_length(method: str, headers: Mapping[str, list]) -> Optional[int]:
@@ -1615,6 +1755,8 @@ class AppServer(http.server.ThreadingHTTPServer):
         self._watched = {}  # connection -> (deadline, idle); dict ops are atomic under the GIL
         self._next_sweep = 0.0
         self._date = (0, "")
+        if ":" in address[0]:  # an IPv6 literal such as ::1
+            self.address_family = socket.AF_INET6
         super().__init__(address, AppRequestHandler)
 
     def server_bind(self):
@@ -1733,9 +1875,11 @@ def make_wsgi_app(config: Optional[Config] = None):
         if not config.callback_url:
             # Behind a WSGI server this process cannot know its public address.
             warnings.append("OSS_CALLBACK_URL is not set: tokens carry no callback")
-        for warning in warnings:
-            log.warning("%s", warning)
+    else:
+        warnings = []
     app = App(config)
+    for warning in warnings + app_warnings(app):
+        log.warning("%s", warning)
 
     def application(environ, start_response):
         method = environ.get("REQUEST_METHOD", "GET").upper()
@@ -1784,6 +1928,7 @@ def make_wsgi_app(config: Optional[Config] = None):
 ###############################################################################
 
 USAGE = "usage: appserver.py [-h] [[ip] port]"
+SIGNAL_POLL_INTERVAL = 0.5  # a backstop: the wakeup fd normally ends the wait at once
 
 
 def help_text() -> str:
@@ -1820,6 +1965,80 @@ def parse_args(argv):
     return host, int(port)
 
 
+def url_host(host: str) -> str:
+    """A host as it stands in a URL: IPv6 literals in brackets (RFC 3986 3.2.2)."""
+    return "[%s]" % host if ":" in host else host
+
+
+def local_url(host: str, port: int) -> str:
+    """Where this machine reaches a server listening on host:port."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return "http://%s:%d" % (url_host(host), port)
+
+
+def print_banner(config: Config, server) -> None:
+    host, port = server.server_address[:2]
+    bound = "http://%s:%d" % (url_host(host), port)
+    url = local_url(host, port)
+    if bound == url:
+        print("oss-appserver listening on %s" % bound)
+    else:
+        print("oss-appserver listening on %s (all interfaces; from this machine: %s)"
+              % (bound, url))
+    if "/index.html" in server.app.static_files:
+        print("  page:      %s/index.html" % url)
+    print("  token:     curl %s/" % url)
+    print("  signature: %s, bucket host %s" % (config.signature_version, config.host))
+    print("  credentials: %s" % ("PLACEHOLDERS (uploads to real OSS will fail)"
+                                 if config.placeholder_credentials else "from the environment"))
+    print("  callback:  %s" % (config.callback_url or "none"), flush=True)
+
+
+class StopSignals:
+    """SIGINT and SIGTERM, honoured whichever thread the kernel delivers them to.
+
+    Python runs signal handlers only in the main thread, and only once it is back in the
+    interpreter loop; a main thread blocked in a long wait never gets there when the signal
+    lands on another thread. The C-level handler also writes to the wakeup fd in whatever
+    thread received the signal, so the main thread waits on that fd instead.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received = None
+        self._reader, self._writer = socket.socketpair()
+        self._saved = {}
+        self._saved_fd = -1
+
+    def __enter__(self):
+        for sock in (self._reader, self._writer):
+            sock.setblocking(False)
+        self._saved_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        for signum in self.SIGNALS:
+            self._saved[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def wait(self):
+        while self.received is None:
+            select.select([self._reader], [], [], SIGNAL_POLL_INTERVAL)
+            try:
+                self._reader.recv(64)
+            except OSError:  # nothing was written: the poll interval ran out
+                pass
+        return self.received
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(self._saved_fd)
+        self._reader.close()
+        self._writer.close()
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(arg in ("-h", "--help") for arg in argv):
@@ -1832,38 +2051,26 @@ def main(argv=None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    shown_host = "127.0.0.1" if host == "0.0.0.0" else host
-    server_url = "http://%s:%d" % (shown_host, port)
     try:
-        config = config_from_env(os.environ, server_url)
+        config = config_from_env(os.environ, local_url(host, port))
     except ConfigError as exc:
         print("appserver.py: configuration error: %s" % exc, file=sys.stderr)
         return 2
     try:
         server = make_server(config, host, port)
     except OSError as exc:
-        print("appserver.py: cannot listen on %s:%d: %s" % (host, port, exc.strerror),
+        print("appserver.py: cannot listen on %s port %d: %s" % (host, port, exc.strerror),
               file=sys.stderr)
         return 1
-    for warning in config_warnings(config):
+    for warning in config_warnings(config) + app_warnings(server.app):
         log.warning("%s", warning)
-    print("oss-appserver listening on http://%s:%d" % (shown_host, server.server_address[1]))
-    print("  page:      %s/index.html" % server_url)
-    print("  token:     curl %s/" % server_url)
-    print("  signature: %s, bucket host %s" % (config.signature_version, config.host))
-    print("  credentials: %s" % ("PLACEHOLDERS (uploads to real OSS will fail)"
-                                 if config.placeholder_credentials else "from the environment"))
-    print("  callback:  %s" % (config.callback_url or "none"), flush=True)
-
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    print_banner(config, server)
     # serve_forever runs in a thread: shutdown() called from the thread that serves deadlocks.
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.25},
                                name="serve_forever")
-    serving.start()
-    while not stop.wait(3600):
-        pass
+    with StopSignals() as stop:
+        serving.start()
+        stop.wait()
     log.info("shutting down: finishing in-flight requests")
     server.stop()
     serving.join()

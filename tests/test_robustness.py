@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import unittest
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import appserver
@@ -563,6 +564,76 @@ class Fuzzing(ServerCase):
         self.assertLessEqual(threading.active_count(), baseline_threads + 1)
         # Only the one allow-listed, non-embedded URL could ever be fetched (and was stubbed).
         self.assertTrue(set(self.fetches) <= {"http://gosspublic.alicdn.com/other.pem"})
+
+
+SIGNED_PATHS = ["/cb", "/cb%0d%0aX", "/cb%0a", "/cb%00", "/a%0D?x=1", "/%E4%B8%AD", "/cb?",
+                "/cb?grant=%0d%0a"]
+JSON_VALUES = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400", b"null", b"true",
+               b"1.5", b"-1", b"0", b"12", b'"12"', b'"abc"', b'"uploads/a"', b'"../x"',
+               b"[]", b"{}", b"1" * 400, b'"\u0000"', b'"\ud800"']
+
+
+def hostile_json_body(rng):
+    """A JSON callback body that a hostile template (or a broken one) could make OSS sign."""
+    if rng.random() < 0.15:
+        depth = rng.choice([31, 32, 33, 200, 990, 5000])
+        return b'{"size":1,"x":' + b"[" * depth + b"]" * depth + b"}"
+    if rng.random() < 0.1:
+        return rng.choice([b"", b"null", b"[]", b"7", b'"s"', b"{", b"\xff", b"{}"])
+    members = []
+    for name in rng.sample([b"bucket", b"object", b"filename", b"size", b"mimeType",
+                            b"height", b"user"], rng.randrange(0, 6)):
+        members.append(b'"' + name + b'":' + rng.choice(JSON_VALUES))
+    return b"{" + b",".join(members) + b"}"
+
+
+class SignedHostileBodies(ServerCase):
+    """Validly signed callbacks with hostile bodies and paths: the signature verifies, so
+    these reach the body parser and field checks. Never a 5xx, never a traceback."""
+
+    def setUp(self):
+        self.capture_logs()
+        from tests import rsa_testkit as kit
+        self.kit = kit
+        self.priv = kit.load_test_key("rsa2048_key.pem")
+        pem = (kit.DATA / "rsa2048_pub.pem").read_bytes()
+        self.config = appserver.Config(
+            pub_key_url_prefixes=("http://127.0.0.1:9/keys/",), bucket="ours",
+            upload_dir="uploads/", callback_body_type="application/json")
+        app = appserver.App(self.config,
+                            key_cache=appserver.PublicKeyCache(fetch=lambda url: pem))
+        self.server, self.base_url = start_app_server(self.config, app=app,
+                                                      **self.server_options)
+        self.port = self.server.server_address[1]
+        self.addCleanup(stop_app_server, self.server)
+
+    def signed(self, target, body):
+        path, question, query = target.partition("?")
+        string_to_sign = urllib.parse.unquote_to_bytes(path) + (
+            b"?" + query.encode() if question else b"") + b"\n" + body
+        signature = base64.b64encode(self.kit.sign(self.priv, string_to_sign)).decode()
+        key_url = base64.b64encode(b"http://127.0.0.1:9/keys/k.pem").decode()
+        return ("POST %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %d\r\n"
+                "authorization: %s\r\nx-oss-pub-key-url: %s\r\n\r\n"
+                % (target, len(body), signature, key_url)).encode("latin-1") + body
+
+    def test_300_seeded_signed_hostile_bodies(self):
+        rng = random.Random(20261203)
+        cases = [(rng.choice(SIGNED_PATHS), hostile_json_body(rng)) for _ in range(300)]
+        statuses = {}
+        with LogCapture() as logs, ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda case: (case, exchange(self.port,
+                                                                 self.signed(*case))), cases))
+        for case, raw in results:
+            (status, headers, body), = parse_responses(raw)
+            statuses[status] = statuses.get(status, 0) + 1
+            self.assertIn(status, (200, 400), (case[0], case[1][:100], body[:200]))
+            json.loads(body, parse_constant=lambda name: self.fail("%s in answer" % name))
+            for marker in TRACEBACK_MARKERS:
+                self.assertNotIn(marker, raw)
+        self.assertEqual(logs.errors(), [])
+        self.assertGreater(statuses.get(200, 0), 5, statuses)
+        self.assertGreater(statuses.get(400, 0), 100, statuses)
 
 
 ###############################################################################

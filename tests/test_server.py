@@ -36,9 +36,11 @@ class ServerTest(unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory()
         root = os.path.join(cls.tmp.name, "static")
         os.makedirs(os.path.join(root, "sub"))
+        os.makedirs(os.path.join(root, "swapdir"))
         os.makedirs(os.path.join(root, ".git"))
         files = {"index.html": "<!doctype html><title>t</title>", "upload.js": "'use strict';",
                  "style.css": "body{}", "sub/x.txt": "x", ".hidden": "dotfile",
+                 "swap.txt": "swap", "swapdir/y.txt": "y", "favicon.svg": "<svg/>",
                  ".git/config": "gitconfig"}
         for name, text in files.items():
             with open(os.path.join(root, name), "w") as f:
@@ -161,6 +163,55 @@ class ServerTest(unittest.TestCase):
                 self.assertTrue(data.startswith(text))
         response, _ = self.request("GET", "/index.html")
         self.assertIn("default-src 'self'", response.getheader("Content-Security-Policy"))
+
+    def test_file_or_folder_swapped_for_a_symlink_after_startup_is_not_followed(self):
+        root = self.server.app.static_root
+        outside = os.path.join(self.tmp.name, "outside.txt")
+        response, data = self.request("GET", "/swap.txt")
+        self.assertEqual((response.status, data), (200, b"swap"))
+        os.remove(os.path.join(root, "swap.txt"))
+        os.symlink(outside, os.path.join(root, "swap.txt"))
+        outside_dir = os.path.join(self.tmp.name, "outside-dir")
+        os.makedirs(outside_dir)
+        with open(os.path.join(outside_dir, "y.txt"), "w") as f:
+            f.write("outside-secret")
+        os.rename(os.path.join(root, "swapdir"), os.path.join(self.tmp.name, "old-swapdir"))
+        os.symlink(outside_dir, os.path.join(root, "swapdir"))
+        for path in ("/swap.txt", "/swapdir/y.txt"):
+            with self.subTest(path=path):
+                response, data = self.request("GET", path)
+                self.assert_error(response, data, 404)
+                self.assertNotIn(b"outside-secret", data)
+
+    def test_file_swapped_for_a_fifo_is_not_read(self):
+        root = self.server.app.static_root
+        os.remove(os.path.join(root, "sub", "x.txt"))
+        os.mkfifo(os.path.join(root, "sub", "x.txt"))
+        try:
+            response, data = self.request("GET", "/sub/x.txt")
+        finally:
+            os.remove(os.path.join(root, "sub", "x.txt"))
+            with open(os.path.join(root, "sub", "x.txt"), "w") as f:
+                f.write("x")
+        self.assert_error(response, data, 404)
+
+    def test_assets_other_than_the_page_carry_a_restrictive_csp(self):
+        for path in ("/favicon.svg", "/upload.js", "/style.css", "/sub/x.txt"):
+            with self.subTest(path=path):
+                response, _ = self.request("GET", path)
+                csp = response.getheader("Content-Security-Policy")
+                self.assertIsNotNone(csp)
+                self.assertTrue(csp.startswith("default-src 'none'"), csp)
+                self.assertNotIn("script-src", csp)
+
+    def test_json_answers_and_errors_are_nosniff(self):
+        for method, path in (("GET", "/"), ("GET", "/healthz"), ("GET", "/nope"),
+                             ("PUT", "/"), ("POST", "/cb")):
+            with self.subTest(path=path, method=method):
+                response, _ = self.request(method, path, body=b"x" if method != "GET" else None)
+                self.assertTrue(response.getheader("Content-Type").startswith(
+                    "application/json"))
+                self.assertEqual(response.getheader("X-Content-Type-Options"), "nosniff")
 
     def test_traversal_and_hidden_files_are_404(self):
         for path in ("/../appserver.py", "/%2e%2e/appserver.py", "/static/../README.md",
