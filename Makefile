@@ -4,6 +4,8 @@ VENV ?= .venv
 SIGNATURE_VERSION ?= v1
 APP_PORT ?= 8080
 OSS_PORT ?= 9000
+# TESTS: dotted test names for a partial run (make test TESTS=tests.test_demo); empty: all.
+TESTS ?=
 
 VENV_PYTHON = $(VENV)/bin/python
 # The test tools (pyproject's `test` extra) live in $(VENV). Its stamp names PYTHON's version,
@@ -21,7 +23,7 @@ demo:
 	$(PYTHON) -m tests.demo --signature-version $(SIGNATURE_VERSION) --port $(APP_PORT) --emulator-port $(OSS_PORT)
 
 test: lint
-	$(VENV_PYTHON) -m tests.run
+	$(VENV_PYTHON) -m tests.run $(TESTS)
 
 lint: venv
 	$(VENV)/bin/vermin --no-tips --violations --target=3.10- appserver.py tests

@@ -8,10 +8,12 @@ and runs them with unittest's text runner, whose closing lines ("Ran N tests", "
 stay as they are. After them, on the same stream (stderr), comes one line, "skipped: 0" or
 "skipped N: test (reason); ...". A class or module whose setup skipped counts as its tests,
 named by the class or module. Under CI=true (which installs every tool) a skip is a failure:
-the run says FAILED and exits 1.
+the run says FAILED and exits 1. A run where no test starts or ends for --stall seconds (300)
+is ended with every thread's traceback, so a hang cannot eat CI's time limit.
 """
 
 import argparse
+import faulthandler
 import os
 import pathlib
 import re
@@ -45,7 +47,32 @@ def test_ids(suite):
 
 
 class Result(unittest.TextTestResult):
-    """A skip fails the run under CI=true (TextTestRunner then prints FAILED)."""
+    """A skip fails the run under CI=true (TextTestRunner then prints FAILED).
+
+    A watchdog ends a run that hangs: when no test starts or ends for ``stall`` seconds
+    (a class's setUpClass included), it prints every thread's traceback and exits 1."""
+
+    stall = 0
+
+    def _rearm(self):
+        if self.stall:
+            faulthandler.dump_traceback_later(self.stall, exit=True)
+
+    def startTestRun(self):
+        super().startTestRun()
+        self._rearm()
+
+    def startTest(self, test):
+        self._rearm()
+        super().startTest(test)
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        self._rearm()
+
+    def stopTestRun(self):
+        faulthandler.cancel_dump_traceback_later()
+        super().stopTestRun()
 
     def wasSuccessful(self):
         return super().wasSuccessful() and not (IN_CI and self.skipped)
@@ -77,6 +104,9 @@ def main(argv=None):
                         dest="verbosity", help="one line per test")
     parser.add_argument("-k", action="append", dest="patterns", metavar="PATTERN",
                         help="only tests whose name matches (as unittest -k); may repeat")
+    parser.add_argument("--stall", type=float, default=300.0, metavar="SECONDS",
+                        help="end the run (with every thread's traceback, exit 1) when no test "
+                             "starts or ends for this long; 0: never (default 300)")
     parser.add_argument("--requirements", metavar="EXTRA",
                         help="print pyproject.toml's optional dependency EXTRA and exit")
     parser.add_argument("tests", nargs="*", metavar="TEST",
@@ -97,6 +127,7 @@ def main(argv=None):
     else:
         suite = loader.discover("tests", top_level_dir=".")
     ids = test_ids(suite)
+    Result.stall = args.stall
     runner = unittest.TextTestRunner(verbosity=args.verbosity, resultclass=Result)
     result = runner.run(suite)
     runner.stream.writeln(skip_line(result, ids))   # after unittest's lines, on its stream

@@ -83,11 +83,34 @@ class Demo:
         return status, time.monotonic() - started
 
     def close(self):
+        """Stop the demo if a test left it running: SIGTERM first, so that it stops its
+        children (they run in sessions of their own and would outlive a killed demo)."""
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                self._kill_children()
         self.process.stdin.close()
         self.process.stdout.close()
+
+    def _kill_children(self):
+        """The last resort: kill the processes started with this demo's ports (Linux /proc)."""
+        marks = (["appserver.py", "127.0.0.1", str(self.port)],
+                 ["tests.oss_emulator", "--port", str(self.emulator_port)])
+        for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as fh:
+                    argv = fh.read().decode("utf-8", "replace").split("\0")
+            except (OSError, ValueError):
+                continue
+            if any(all(part in argv for part in mark) for mark in marks):
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass
 
 
 class DemoLifecycleTest(unittest.TestCase):
