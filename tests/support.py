@@ -353,6 +353,39 @@ def post_raw(port, target, body, headers, version="HTTP/1.1"):
         + list(headers.items()), body, version))
 
 
+def _header(headers, name):
+    """One header of a parsed response ({lower-name: [values]}) or an http.client response."""
+    if hasattr(headers, "getheader"):
+        return headers.getheader(name)
+    values = headers.get(name.lower())
+    return values[0] if values else None
+
+
+def assert_json_error(test, status, headers, body, expected_status):
+    """An error answer of the app: ``expected_status``, Content-Type application/json, a
+    correct Content-Length, a JSON error document and no traceback. ``headers``: as parsed
+    by ``parse_response``, or an http.client response. Returns the document."""
+    test.assertEqual(status, expected_status, body[:300])
+    test.assertEqual(_header(headers, "Content-Type"), "application/json")
+    length = _header(headers, "Content-Length")
+    if length is not None:
+        test.assertEqual(int(length), len(body))
+    for marker in TRACEBACK_MARKERS:
+        test.assertNotIn(marker, body)
+    return json_error(body)
+
+
+def assert_ok_upload(test, status, headers, body, expected_fields, context=""):
+    """A verified callback's answer: 200, JSON with a correct length, "Status":"OK" as its
+    first member and ``expected_fields`` as its "upload"."""
+    test.assertEqual(status, 200, "%r %s" % (body[:300], context))
+    test.assertTrue(_header(headers, "Content-Type").startswith("application/json"))
+    test.assertEqual(int(_header(headers, "Content-Length")), len(body))
+    pairs = json.loads(body, object_pairs_hook=list)
+    test.assertEqual(pairs[0], ("Status", "OK"), "\"Status\":\"OK\" must come first")
+    test.assertEqual(json.loads(body)["upload"], expected_fields)
+
+
 def json_error(body):
     """The app's JSON error document in ``body``: {"Status": "Error", "Message": non-empty}."""
     document = json.loads(body)
