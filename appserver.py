@@ -8,10 +8,18 @@ RSA. This server only believes a callback whose signature verifies under OSS's o
 client from ``static/``.
 
 Standard library only; importing this module starts nothing. Run it with
-``python appserver.py [ip] [port]``; ``--help`` lists the environment variables.
+``python appserver.py [ip] [port]``; ``--help`` lists the settings.
 
-Sections, in dependency order: configuration, errors, encoding helpers, upload policy,
-PEM/DER, RSA, public-key cache, request handling, server, WSGI, CLI.
+The sections below are the architecture, in dependency order: each refers only to names of
+its own section or of earlier ones.
+
+ 1. Errors                   7. RSA
+ 2. Encoding                 8. Key trust (key URLs, fetch, cache)
+ 3. Configuration            9. Callback verification
+ 4. Outbound HTTP client    10. Application (routes -> Response)
+ 5. Upload policy           11. HTTP/1.1 transport
+ 6. PEM/DER                 12. WSGI
+                            13. Command line
 """
 
 from __future__ import annotations
@@ -26,12 +34,13 @@ import functools
 import hashlib
 import hmac
 import http.client
-import http.server
 import io
 import ipaddress
 import json
 import logging
+import logging.handlers
 import os
+import queue
 import re
 import select
 import signal
@@ -44,13 +53,13 @@ import threading
 import time
 import urllib.parse
 import uuid
-from typing import Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 __all__ = [
-    "Config", "config_from_env", "sign_policy_v1", "sign_policy_v4", "issue_token",
+    "Config", "SETTINGS", "config_from_env", "sign_policy_v1", "sign_policy_v4", "issue_token",
     "PublicKey", "KeyFormatError", "load_public_key", "rsa_verify", "pub_key_url_allowed",
-    "PublicKeyCache", "fetch_public_key_pem", "callback_string_to_sign", "App", "Response",
-    "make_server", "make_wsgi_app", "main",
+    "PublicKeyCache", "fetch_public_key_pem", "callback_string_to_sign", "verify_callback",
+    "CallbackRejected", "App", "Response", "make_server", "make_wsgi_app", "main",
 ]
 
 log = logging.getLogger("appserver")
@@ -60,306 +69,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 ###############################################################################
-# Configuration ###############################################################
-###############################################################################
-
-PLACEHOLDER_ACCESS_KEY_ID = "your-access-key-id"
-PLACEHOLDER_ACCESS_KEY_SECRET = "your-access-key-secret"
-DEFAULT_HOST = "https://examplebucket.oss-cn-hangzhou.aliyuncs.com"
-# The sample's callback body, byte for byte: the spec section 9 vectors depend on it.
-DEFAULT_CALLBACK_BODY = ("filename=${object}&size=${size}&mimeType=${mimeType}"
-                         "&height=${imageInfo.height}&width=${imageInfo.width}")
-FORM_URLENCODED = "application/x-www-form-urlencoded"
-CALLBACK_BODY_TYPES = (FORM_URLENCODED, "application/json")
-OSS_KEY_HOST = "gosspublic.alicdn.com"
-DEFAULT_PUB_KEY_URL_PREFIXES = ("http://gosspublic.alicdn.com/", "https://gosspublic.alicdn.com/")
-MAX_OBJECT_BYTES = 5 * 1024 ** 3  # PostObject refuses bodies of 5 GB and more
-
-ENVIRONMENT = (
-    # (variable, default shown in --help, meaning)
-    ("OSS_ACCESS_KEY_ID", "placeholder", "AccessKey ID (fallback ALIBABA_CLOUD_ACCESS_KEY_ID)"),
-    ("OSS_ACCESS_KEY_SECRET", "placeholder",
-     "AccessKey secret (fallback ALIBABA_CLOUD_ACCESS_KEY_SECRET); never printed"),
-    ("OSS_SESSION_TOKEN", "unset", "STS token (fallback ALIBABA_CLOUD_SECURITY_TOKEN)"),
-    ("OSS_HOST", DEFAULT_HOST, "bucket URL the browser posts to"),
-    ("OSS_BUCKET", "from OSS_HOST", "bucket pinned in the policy"),
-    ("OSS_SIGNATURE_VERSION", "v1", "v1 (HMAC-SHA1) or v4 (OSS4-HMAC-SHA256)"),
-    ("OSS_REGION", "from OSS_HOST", "region for v4, e.g. cn-hangzhou"),
-    ("OSS_CALLBACK_URL", "this server", "callback target(s), ';'-separated; empty: no callback"),
-    ("OSS_CALLBACK_BODY", "the sample's template", "callbackBody"),
-    ("OSS_CALLBACK_BODY_TYPE", FORM_URLENCODED, "or application/json"),
-    ("OSS_CALLBACK_SNI", "0", "1: callbackSNI for https callback URLs behind SNI hosting"),
-    ("OSS_UPLOAD_DIR", "user-dir-prefix/", "object key prefix, pinned with starts-with"),
-    ("OSS_EXPIRE_SECONDS", "30", "policy lifetime"),
-    ("OSS_MAX_UPLOAD_BYTES", "10485760", "content-length-range maximum; 0: no limit"),
-    ("OSS_CORS_ORIGIN", "*", "Access-Control-Allow-Origin on token responses"),
-    ("OSS_PIN_CALLBACK", "1", "0: do not pin the callback parameter in the policy"),
-    ("OSS_PUB_KEY_URL_PREFIXES", ",".join(DEFAULT_PUB_KEY_URL_PREFIXES),
-     "comma-separated URL prefixes a callback public key may be fetched from"),
-    ("OSS_MAX_CALLBACK_BYTES", "1048576", "largest callback body accepted"),
-    ("OSS_MAX_CONNECTIONS", "1024", "concurrent connections; more get 503"),
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Everything the server needs, read once. Secrets are kept out of ``repr``."""
-
-    access_key_id: str = PLACEHOLDER_ACCESS_KEY_ID
-    access_key_secret: str = dataclasses.field(default=PLACEHOLDER_ACCESS_KEY_SECRET, repr=False)
-    security_token: Optional[str] = dataclasses.field(default=None, repr=False)
-    host: str = DEFAULT_HOST
-    bucket: Optional[str] = None
-    signature_version: str = "v1"
-    region: Optional[str] = None
-    callback_url: str = ""
-    callback_body: str = DEFAULT_CALLBACK_BODY
-    callback_body_type: str = FORM_URLENCODED
-    callback_sni: bool = False
-    upload_dir: str = "user-dir-prefix/"
-    expire_seconds: int = 30
-    max_upload_bytes: int = 10 * 1024 * 1024
-    cors_origin: str = "*"
-    pin_callback: bool = True
-    pub_key_url_prefixes: tuple = DEFAULT_PUB_KEY_URL_PREFIXES
-    max_callback_bytes: int = 1024 * 1024
-    max_connections: int = 1024
-
-    def __post_init__(self):
-        if self.signature_version not in ("v1", "v4"):
-            raise ValueError("signature_version must be 'v1' or 'v4'")
-        if self.signature_version == "v4" and not self.region:
-            raise ValueError("signature_version 'v4' needs a region")
-
-    @property
-    def placeholder_credentials(self) -> bool:
-        return (self.access_key_id == PLACEHOLDER_ACCESS_KEY_ID
-                or self.access_key_secret == PLACEHOLDER_ACCESS_KEY_SECRET)
-
-
-_BUCKET_HOST = re.compile(
-    r"^https?://([a-z0-9][a-z0-9-]{1,61}[a-z0-9])\.(oss-[a-z0-9-]+)\.aliyuncs\.com$")
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-_REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
-_DECIMAL = re.compile(r"[0-9]{1,12}")  # ASCII digits only: int() also takes '+5', '5_0', '٣'
-_HTTP_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
-_CREDENTIAL = re.compile(r"[\x21-\x7e]+")  # printable ASCII: it goes into HMAC keys and headers
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
-
-
-def config_from_env(environ: Mapping[str, str],
-                    server_url: Optional[str] = "http://127.0.0.1:8080") -> Config:
-    """Build the Config from environment variables; ``server_url`` is the default callback URL.
-
-    Raises ConfigError naming the variable, never echoing its value (it may be a secret).
-    """
-
-    def get(name, *fallbacks):
-        for candidate in (name,) + fallbacks:
-            if candidate in environ:
-                return candidate, environ[candidate]
-        return name, None
-
-    def text(name, value, *, allow_empty=False):
-        if value is None:
-            return None
-        if not allow_empty and not value:
-            raise ConfigError(name, "must not be empty")
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-            raise ConfigError(name, "must not contain control characters")
-        return value
-
-    def integer(name, default, low, high):
-        value = environ.get(name)
-        if value is None:
-            return default
-        value = value.strip()
-        if not _DECIMAL.fullmatch(value) or not low <= int(value) <= high:
-            raise ConfigError(name, "must be a whole number from %d to %d" % (low, high))
-        return int(value)
-
-    def flag(name, default):
-        value = environ.get(name)
-        if value is None:
-            return default
-        value = value.strip().lower()
-        if value in _TRUE:
-            return True
-        if value in _FALSE:
-            return False
-        raise ConfigError(name, "must be 1 or 0 (true/false, yes/no, on/off)")
-
-    def credential(names, default, allow_empty=False):
-        name, value = get(*names)
-        if value is None or (allow_empty and not value):
-            return default
-        if not _CREDENTIAL.fullmatch(value):
-            raise ConfigError(name, "must be printable ASCII with no spaces")
-        return value
-
-    access_key_id = credential(("OSS_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_ID"),
-                               PLACEHOLDER_ACCESS_KEY_ID)
-    access_key_secret = credential(("OSS_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
-                                   PLACEHOLDER_ACCESS_KEY_SECRET)
-    security_token = credential(("OSS_SESSION_TOKEN", "ALIBABA_CLOUD_SECURITY_TOKEN"), None,
-                                allow_empty=True)
-
-    host = (environ.get("OSS_HOST") or DEFAULT_HOST).strip().rstrip("/")
-    if not _is_http_origin(host):
-        # The host also lands in the page's Content-Security-Policy: nothing but an origin.
-        raise ConfigError("OSS_HOST", "must be a bucket URL such as " + DEFAULT_HOST)
-    matched = _BUCKET_HOST.match(host)
-
-    bucket = text("OSS_BUCKET", environ.get("OSS_BUCKET"))
-    if bucket is None and matched:
-        bucket = matched.group(1)
-    if bucket is not None and not _BUCKET_NAME.match(bucket):
-        raise ConfigError("OSS_BUCKET", "is not a valid bucket name (3-63 of a-z, 0-9, -)")
-
-    signature_version = (environ.get("OSS_SIGNATURE_VERSION") or "v1").strip().lower()
-    if signature_version not in ("v1", "v4"):
-        raise ConfigError("OSS_SIGNATURE_VERSION", "must be v1 or v4")
-
-    region = text("OSS_REGION", environ.get("OSS_REGION"))
-    if region is None and matched and not matched.group(2).startswith("oss-accelerate"):
-        region = matched.group(2)[len("oss-"):]
-        if region.endswith("-internal"):
-            region = region[:-len("-internal")]
-    if region is not None:
-        region = region.strip().lower()
-        if region.startswith("oss-"):  # users copy the endpoint's spelling
-            region = region[len("oss-"):]
-        if not _REGION.match(region):
-            raise ConfigError("OSS_REGION", "must be a region id such as cn-hangzhou")
-    if signature_version == "v4" and not region:
-        raise ConfigError("OSS_REGION", "is required for v4 when OSS_HOST does not name the region")
-
-    callback_url = environ.get("OSS_CALLBACK_URL")
-    if callback_url is None:
-        callback_url = server_url or ""
-        if "[" in callback_url:
-            raise ConfigError("OSS_CALLBACK_URL", "is required when listening on an IPv6 "
-                                                  "address: OSS cannot call back to an IPv6 "
-                                                  "address")
-    callback_url = text("OSS_CALLBACK_URL", callback_url, allow_empty=True).strip()
-    if callback_url:
-        urls = callback_url.split(";")
-        if len(urls) > 5:
-            raise ConfigError("OSS_CALLBACK_URL", "OSS accepts at most 5 ';'-separated URLs")
-        for url in urls:
-            try:
-                parts = urllib.parse.urlsplit(url)
-                parts.port  # raises ValueError for a port out of range
-                valid = (parts.scheme in ("http", "https") and parts.hostname and url.isascii()
-                         and not any(c.isspace() for c in url))
-            except ValueError:  # a bad port or a broken IPv6 literal
-                valid = False
-            if not valid:
-                raise ConfigError("OSS_CALLBACK_URL", "must be http(s) URLs separated by ';'")
-            if ":" in parts.hostname:
-                raise ConfigError("OSS_CALLBACK_URL", "names an IPv6 address, which OSS "
-                                                      "cannot call back to")
-
-    callback_body_type = (environ.get("OSS_CALLBACK_BODY_TYPE") or FORM_URLENCODED).strip()
-    if callback_body_type not in CALLBACK_BODY_TYPES:
-        raise ConfigError("OSS_CALLBACK_BODY_TYPE", "must be one of " + ", ".join(CALLBACK_BODY_TYPES))
-    callback_body = text("OSS_CALLBACK_BODY", environ.get("OSS_CALLBACK_BODY")) \
-        or default_callback_body(callback_body_type, bucket)
-
-    upload_dir = text("OSS_UPLOAD_DIR", environ.get("OSS_UPLOAD_DIR"), allow_empty=True)
-    if upload_dir is None:
-        upload_dir = Config.upload_dir
-    if upload_dir and (upload_dir.startswith("/") or not upload_dir.endswith("/")
-                       or "\\" in upload_dir or ".." in upload_dir.split("/")):
-        # Without the trailing '/', 'user1' would also admit 'user10/...' (security notes 5.2).
-        raise ConfigError("OSS_UPLOAD_DIR", "must be a relative key prefix ending in '/', "
-                                            "such as uploads/ (or empty for the whole bucket)")
-
-    cors_origin = (environ.get("OSS_CORS_ORIGIN") or "*").strip()
-    if cors_origin != "*" and not _is_http_origin(cors_origin):
-        raise ConfigError("OSS_CORS_ORIGIN", "must be * or an origin such as https://example.com")
-
-    prefixes = environ.get("OSS_PUB_KEY_URL_PREFIXES")
-    if prefixes is None:
-        pub_key_url_prefixes = DEFAULT_PUB_KEY_URL_PREFIXES
-    else:
-        pub_key_url_prefixes = tuple(p.strip() for p in prefixes.split(",") if p.strip())
-        if not pub_key_url_prefixes:
-            raise ConfigError("OSS_PUB_KEY_URL_PREFIXES", "must name at least one URL prefix")
-        for prefix in pub_key_url_prefixes:
-            if _split_key_url(prefix) is None or not prefix.endswith("/"):
-                # A prefix without the trailing "/" would also admit host.evil or /keys-evil/.
-                raise ConfigError("OSS_PUB_KEY_URL_PREFIXES",
-                                  "each entry must be an http(s) URL ending in '/'")
-
-    return Config(
-        access_key_id=access_key_id,
-        access_key_secret=access_key_secret,
-        security_token=security_token,
-        host=host,
-        bucket=bucket,
-        signature_version=signature_version,
-        region=region,
-        callback_url=callback_url,
-        callback_body=callback_body,
-        callback_body_type=callback_body_type,
-        callback_sni=flag("OSS_CALLBACK_SNI", False),
-        upload_dir=upload_dir,
-        expire_seconds=integer("OSS_EXPIRE_SECONDS", 30, 1, 7 * 24 * 3600),
-        max_upload_bytes=integer("OSS_MAX_UPLOAD_BYTES", Config.max_upload_bytes, 0,
-                                 MAX_OBJECT_BYTES),
-        cors_origin=cors_origin,
-        pin_callback=flag("OSS_PIN_CALLBACK", True),
-        pub_key_url_prefixes=pub_key_url_prefixes,
-        max_callback_bytes=integer("OSS_MAX_CALLBACK_BYTES", Config.max_callback_bytes, 1,
-                                   16 * 1024 * 1024),
-        max_connections=integer("OSS_MAX_CONNECTIONS", Config.max_connections, 1, 65535),
-    )
-
-
-def _is_http_origin(value: str) -> bool:
-    match = _HTTP_ORIGIN.fullmatch(value)
-    return bool(match) and (match.group(1) is None or 0 < int(match.group(1)[1:]) <= 65535)
-
-
-def default_callback_body(body_type: str, bucket: Optional[str]) -> str:
-    """The sample's template, plus the bucket when it is known.
-
-    Anyone can point a callback of their own bucket at this server, and OSS will sign it:
-    the signature proves OSS sent it, not whose upload it was. ${bucket} is filled in by OSS,
-    so App checks it against the configured bucket.
-    """
-    if body_type == "application/json":
-        body = ('{"filename":${object},"size":${size},"mimeType":${mimeType},'
-                '"height":${imageInfo.height},"width":${imageInfo.width}')
-        return body + (',"bucket":${bucket}}' if bucket else "}")
-    return DEFAULT_CALLBACK_BODY + ("&bucket=${bucket}" if bucket else "")
-
-
-def config_warnings(config: Config) -> list:
-    """What a user should hear at startup; none of it is fatal."""
-    warnings = []
-    if not config.upload_dir:
-        warnings.append("OSS_UPLOAD_DIR is empty: browsers may write any key in the bucket")
-    if config.placeholder_credentials:
-        warnings.append("OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET are placeholders: "
-                        "uploads to real OSS will fail with InvalidAccessKeyId")
-    for url in filter(None, config.callback_url.split(";")):
-        host = urllib.parse.urlsplit(url).hostname or ""
-        try:
-            address = ipaddress.ip_address(host)
-            unreachable = address.is_loopback or address.is_private or address.is_unspecified
-        except ValueError:
-            unreachable = host == "localhost" or host.endswith(".localhost")
-        if unreachable:
-            warnings.append("callback URL host %s is loopback or private: real OSS cannot "
-                            "reach it (set OSS_CALLBACK_URL to a public address)" % host)
-    return warnings
-
-
-###############################################################################
-# Errors ######################################################################
+# 1. Errors ###################################################################
 ###############################################################################
 
 class AppServerError(Exception):
@@ -367,15 +77,23 @@ class AppServerError(Exception):
 
 
 class ConfigError(AppServerError):
-    """A bad environment value. The message names the variable, never its value."""
+    """A bad setting. The message names the variable, never its value (it may be a secret)."""
 
     def __init__(self, variable, problem):
         super().__init__("%s %s" % (variable, problem))
         self.variable = variable
 
 
+class FetchFailed(AppServerError):
+    """An outbound request got no usable answer: refused, too slow, too large or malformed."""
+
+
 class KeyFormatError(AppServerError, ValueError):
     """A public key that is not strict PEM/DER, or that fails the key sanity checks."""
+
+
+class PubKeyUnavailable(AppServerError):
+    """The public key named by x-oss-pub-key-url could not be fetched or was refused."""
 
 
 class RequestError(AppServerError):
@@ -393,6 +111,18 @@ class RequestError(AppServerError):
 
 class BadRequest(RequestError):
     status, close = 400, True
+
+
+class CallbackRejected(RequestError):
+    """The callback did not prove that OSS sent it about one of our uploads. OSS treats every
+    non-200 alike; 400 is what the sample sent. The message names the failed step; ``reason``,
+    for the log, says why."""
+
+    status = 400
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class NotFound(RequestError):
@@ -427,28 +157,20 @@ class MethodNotImplemented(RequestError):
     status, close = 501, True
 
 
+class ServiceUnavailable(RequestError):
+    status, close = 503, True
+
+
 class HTTPVersionNotSupported(RequestError):
     status, close = 505, True
 
 
-class CallbackRejected(RequestError):
-    """The callback did not prove it came from OSS. OSS treats every non-200 alike; 400 is
-    what the sample sent. The message names the failed step; the log line says why."""
-
-    status = 400
-
-    def __init__(self, message, reason=None):
-        super().__init__(message)
-        self.reason = reason or message
-
-
-class PubKeyUnavailable(AppServerError):
-    """The public key named by x-oss-pub-key-url could not be fetched or was refused."""
-
-
 ###############################################################################
-# Encoding helpers ############################################################
+# 2. Encoding #################################################################
 ###############################################################################
+
+DECIMAL = re.compile(r"[0-9]{1,12}")  # ASCII digits only: int() also takes '+5', '5_0', '٣'
+
 
 def b64encode_text(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
@@ -466,7 +188,7 @@ def strict_b64decode(text: str, max_chars: int) -> bytes:
 
 
 def json_compact(value) -> bytes:
-    # allow_nan=False: NaN and Infinity are not JSON, and OSS would fail the callback on them.
+    # allow_nan=False: NaN and Infinity are not JSON (RFC 8259 6); OSS would fail the callback.
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
@@ -476,6 +198,9 @@ def utc_iso8601(unix_seconds: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_LOG_ESCAPES = {c: "\\x%02x" % c for c in list(range(0x20)) + [0x7F]}
+
+
 def printable(text: str, limit: int = 200) -> str:
     """Request data made safe for one log line: no control characters, bounded length."""
     if len(text) > limit:
@@ -483,18 +208,536 @@ def printable(text: str, limit: int = 200) -> str:
     return text.encode("ascii", "backslashreplace").decode("ascii").translate(_LOG_ESCAPES)
 
 
-_LOG_ESCAPES = {c: "\\x%02x" % c for c in list(range(0x20)) + [0x7F]}
+def url_host(host: str) -> str:
+    """A host as it stands in a URL: IPv6 literals in brackets (RFC 3986 3.2.2)."""
+    return "[%s]" % host if ":" in host else host
 
 
 ###############################################################################
-# Upload policy ###############################################################
+# 3. Configuration ############################################################
+###############################################################################
+
+PLACEHOLDER_ACCESS_KEY_ID = "your-access-key-id"
+PLACEHOLDER_ACCESS_KEY_SECRET = "your-access-key-secret"
+DEFAULT_HOST = "https://examplebucket.oss-cn-hangzhou.aliyuncs.com"
+# The sample's callback body, byte for byte: the sample's published token depends on it.
+DEFAULT_CALLBACK_BODY = ("filename=${object}&size=${size}&mimeType=${mimeType}"
+                         "&height=${imageInfo.height}&width=${imageInfo.width}")
+FORM_URLENCODED = "application/x-www-form-urlencoded"
+CALLBACK_BODY_TYPES = (FORM_URLENCODED, "application/json")
+OSS_KEY_HOST = "gosspublic.alicdn.com"
+DEFAULT_PUB_KEY_URL_PREFIXES = ("http://gosspublic.alicdn.com/", "https://gosspublic.alicdn.com/")
+MAX_OBJECT_BYTES = 5 * 1024 ** 3  # PostObject refuses bodies of 5 GB and more
+MAX_CALLBACK_URLS = 5             # OSS's limit for ';'-separated callbackUrl values
+
+_BUCKET_HOST = re.compile(
+    r"^https?://([a-z0-9][a-z0-9-]{1,61}[a-z0-9])\.(oss-[a-z0-9-]+)\.aliyuncs\.com$")
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_HTTP_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+_CREDENTIAL = re.compile(r"[\x21-\x7e]+")  # printable ASCII: it goes into HMAC keys and headers
+_HOST_NAME = re.compile(r"^[A-Za-z0-9.-]+$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Anything a URL parser might read differently from the fetcher: whitespace, controls,
+# backslashes (WHATWG reads '\' as '/'), and escapes (CVE-2023-24329 and friends).
+_URL_REFUSED = re.compile(r"[\x00-\x20\x7f\\%#?]")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+@functools.lru_cache(maxsize=256)  # allow-listed prefixes are re-read on every callback
+def split_plain_url(url: str):
+    """(scheme, host, port, path) of a plain http(s) URL, or None for anything ambiguous:
+    userinfo, IPv6, a trailing-dot host, a query, a fragment, escapes, dot segments."""
+    if not isinstance(url, str) or not url.isascii() or _URL_REFUSED.search(url):
+        return None
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _DEFAULT_PORTS:
+        return None
+    netloc, slash, path = rest.partition("/")
+    path = slash + path
+    host, colon, port = netloc.partition(":")
+    if colon:
+        if not port.isdigit() or len(port) > 5 or port.startswith("0") or int(port) > 65535:
+            return None
+        port = int(port)
+    else:
+        port = _DEFAULT_PORTS[scheme]
+    if not host or "@" in host or host.endswith(".") or not _HOST_NAME.match(host):
+        return None
+    if not path or any(segment in (".", "..") for segment in path.split("/")):
+        return None
+    return scheme, host, port, path
+
+
+def is_http_origin(value: str) -> bool:
+    match = _HTTP_ORIGIN.fullmatch(value)
+    return bool(match) and (match.group(1) is None or 0 < int(match.group(1)[1:]) <= 65535)
+
+
+# -- parsers: text from the environment -> value, or ValueError naming the problem -------
+
+def _no_controls(value: str) -> str:
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _text(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return _no_controls(value)
+
+
+def _credential(value: str) -> str:
+    if not _CREDENTIAL.fullmatch(value):
+        raise ValueError("must be printable ASCII with no spaces")
+    return value
+
+
+def _optional_credential(value: str) -> Optional[str]:
+    return _credential(value) if value else None
+
+
+def _bucket_url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if not is_http_origin(value):
+        # The host also lands in the page's Content-Security-Policy: nothing but an origin.
+        raise ValueError("must be a bucket URL such as " + DEFAULT_HOST)
+    return value
+
+
+def _bucket_name(value: str) -> str:
+    if not _BUCKET_NAME.match(_text(value)):
+        raise ValueError("is not a valid bucket name (3-63 of a-z, 0-9, -)")
+    return value
+
+
+def _signature_version(value: str) -> str:
+    value = value.strip().lower()
+    if value not in ("v1", "v4"):
+        raise ValueError("must be v1 or v4")
+    return value
+
+
+def _region(value: str) -> str:
+    value = _text(value).strip().lower()
+    if value.startswith("oss-"):  # users copy the endpoint's spelling
+        value = value[len("oss-"):]
+    if not _REGION.match(value):
+        raise ValueError("must be a region id such as cn-hangzhou")
+    return value
+
+
+def _callback_urls(value: str) -> str:
+    value = _no_controls(value).strip()
+    urls = value.split(";") if value else []
+    if len(urls) > MAX_CALLBACK_URLS:
+        raise ValueError("OSS accepts at most %d ';'-separated URLs" % MAX_CALLBACK_URLS)
+    for url in urls:
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # raises ValueError for a port out of range
+            valid = (parts.scheme in ("http", "https") and parts.hostname and url.isascii()
+                     and not any(c.isspace() for c in url))
+        except ValueError:  # a bad port or a broken IPv6 literal
+            valid = False
+        if not valid:
+            raise ValueError("must be http(s) URLs separated by ';'")
+        if ":" in parts.hostname:
+            raise ValueError("names an IPv6 address, which OSS cannot call back to")
+    return value
+
+
+def _callback_body_type(value: str) -> str:
+    value = value.strip()
+    if value not in CALLBACK_BODY_TYPES:
+        raise ValueError("must be one of " + ", ".join(CALLBACK_BODY_TYPES))
+    return value
+
+
+def _flag(value: str) -> bool:
+    value = value.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError("must be 1 or 0 (true/false, yes/no, on/off)")
+
+
+def _upload_dir(value: str) -> str:
+    _no_controls(value)
+    if value and (value.startswith("/") or not value.endswith("/") or "\\" in value
+                  or ".." in value.split("/")):
+        # Without the trailing '/', 'user1' would also admit 'user10/...'.
+        raise ValueError("must be a relative key prefix ending in '/', such as uploads/ "
+                         "(or empty for the whole bucket)")
+    return value
+
+
+def _whole_number(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        value = value.strip()
+        if not DECIMAL.fullmatch(value) or not low <= int(value) <= high:
+            raise ValueError("must be a whole number from %d to %d" % (low, high))
+        return int(value)
+    return parse
+
+
+def _cors_origin(value: str) -> str:
+    value = value.strip()
+    if value != "*" and not is_http_origin(value):
+        raise ValueError("must be * or an origin such as https://example.com")
+    return value
+
+
+def _url_prefixes(value: str) -> tuple:
+    prefixes = tuple(p.strip() for p in value.split(",") if p.strip())
+    if not prefixes:
+        raise ValueError("must name at least one URL prefix")
+    for prefix in prefixes:
+        if split_plain_url(prefix) is None or not prefix.endswith("/"):
+            # A prefix without the trailing "/" would also admit host.evil or /keys-evil/.
+            raise ValueError("each entry must be an http(s) URL ending in '/'")
+    return prefixes
+
+
+def _directory(value: str) -> str:
+    if not os.path.isdir(_text(value)):
+        raise ValueError("must name an existing folder")
+    return value
+
+
+class Setting(NamedTuple):
+    """One setting: where it comes from, its default, how it is read, what it means.
+
+    ``default`` None with a ``shown`` text: derived from other settings after parsing.
+    ``empty_is_default``: an empty variable counts as unset.
+    """
+
+    name: str
+    field: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+    shown: Optional[str] = None
+    fallbacks: tuple = ()
+    secret: bool = False
+    empty_is_default: bool = False
+
+    @property
+    def shown_default(self) -> str:
+        if self.shown is not None:
+            return self.shown
+        if isinstance(self.default, bool):
+            return "1" if self.default else "0"
+        if isinstance(self.default, tuple):
+            return ",".join(self.default)
+        return str(self.default)
+
+
+SETTINGS = (
+    Setting("OSS_ACCESS_KEY_ID", "access_key_id", PLACEHOLDER_ACCESS_KEY_ID, _credential,
+            "AccessKey ID", "placeholder (startup warning)", fallbacks=("ALIBABA_CLOUD_ACCESS_KEY_ID",)),
+    Setting("OSS_ACCESS_KEY_SECRET", "access_key_secret", PLACEHOLDER_ACCESS_KEY_SECRET,
+            _credential, "AccessKey secret; never printed", "placeholder",
+            fallbacks=("ALIBABA_CLOUD_ACCESS_KEY_SECRET",), secret=True),
+    Setting("OSS_SESSION_TOKEN", "security_token", None, _optional_credential,
+            "STS token: sent as x-oss-security-token and pinned in the policy", "unset", fallbacks=("ALIBABA_CLOUD_SECURITY_TOKEN",),
+            secret=True),
+    Setting("OSS_HOST", "host", DEFAULT_HOST, _bucket_url, "bucket URL the browser posts to",
+            empty_is_default=True),
+    Setting("OSS_BUCKET", "bucket", None, _bucket_name, "bucket, pinned in the policy as {\"bucket\": ...}",
+            "from OSS_HOST"),
+    Setting("OSS_SIGNATURE_VERSION", "signature_version", "v1", _signature_version,
+            "v1 (HMAC-SHA1) or v4 (OSS4-HMAC-SHA256)", empty_is_default=True),
+    Setting("OSS_REGION", "region", None, _region, "region, required for v4: cn-hangzhou or oss-cn-hangzhou",
+            "from OSS_HOST"),
+    Setting("OSS_CALLBACK_URL", "callback_url", "", _callback_urls,
+            "callback target(s), up to 5 ';'-separated; empty: no callback; a warning "
+            "when the host is loopback or private", "this server"),
+    Setting("OSS_CALLBACK_BODY", "callback_body", DEFAULT_CALLBACK_BODY, _text,
+            "callbackBody template", "the sample's, plus ${bucket} when the bucket is known"),
+    Setting("OSS_CALLBACK_BODY_TYPE", "callback_body_type", FORM_URLENCODED,
+            _callback_body_type, "callbackBodyType: this or application/json", empty_is_default=True),
+    Setting("OSS_CALLBACK_SNI", "callback_sni", False, _flag,
+            "1: callbackSNI for https callback URLs behind SNI hosting"),
+    Setting("OSS_UPLOAD_DIR", "upload_dir", "user-dir-prefix/", _upload_dir,
+            "object key prefix, pinned with starts-with; end it with /"),
+    Setting("OSS_EXPIRE_SECONDS", "expire_seconds", 30, _whole_number(1, 7 * 24 * 3600),
+            "policy lifetime in seconds"),
+    Setting("OSS_MAX_UPLOAD_BYTES", "max_upload_bytes", 10 * 1024 * 1024,
+            _whole_number(0, MAX_OBJECT_BYTES), "content-length-range 0..N, enforced by OSS; 0: no limit"),
+    Setting("OSS_CORS_ORIGIN", "cors_origin", "*", _cors_origin,
+            "Access-Control-Allow-Origin on token responses", empty_is_default=True),
+    Setting("OSS_PIN_CALLBACK", "pin_callback", True, _flag,
+            "pin the callback parameter in the policy, so a client cannot redirect the "
+            "callback"),
+    Setting("OSS_PUB_KEY_URL_PREFIXES", "pub_key_url_prefixes", DEFAULT_PUB_KEY_URL_PREFIXES,
+            _url_prefixes, "comma-separated URL prefixes a callback public key may come from"),
+    Setting("OSS_MAX_CALLBACK_BYTES", "max_callback_bytes", 1024 * 1024,
+            _whole_number(1, 16 * 1024 * 1024), "largest callback body accepted (413 above it, before reading)"),
+    Setting("OSS_MAX_CONNECTIONS", "max_connections", 1024, _whole_number(1, 65535),
+            "concurrent connections; more get a fast 503"),
+    Setting("OSS_STATIC_DIR", "static_dir", None, _directory,
+            "folder with the browser client, for a restyled page", "the bundled page"),
+)
+
+
+def _check_config(config) -> None:
+    if config.signature_version not in ("v1", "v4"):
+        raise ValueError("signature_version must be 'v1' or 'v4'")
+    if config.signature_version == "v4" and not config.region:
+        raise ValueError("signature_version 'v4' needs a region")
+
+
+def _placeholder_credentials(config) -> bool:
+    return (config.access_key_id == PLACEHOLDER_ACCESS_KEY_ID
+            or config.access_key_secret == PLACEHOLDER_ACCESS_KEY_SECRET)
+
+
+# Everything the server needs, read once; made from SETTINGS so that a default is written
+# in one place. Secrets are kept out of repr.
+Config = dataclasses.make_dataclass(
+    "Config",
+    [(s.field, Any, dataclasses.field(default=s.default, repr=not s.secret)) for s in SETTINGS],
+    frozen=True,
+    namespace={"__post_init__": _check_config,
+               "placeholder_credentials": property(_placeholder_credentials),
+               "__module__": __name__,
+               "__doc__": "The settings, one field each (see SETTINGS); frozen, read once."})
+
+
+def read_setting(setting: Setting, environ: Mapping[str, str]):
+    """A setting's value from the environment: its variable, then its fallbacks."""
+    for name in (setting.name,) + setting.fallbacks:
+        if name in environ:
+            value = environ[name]
+            if setting.empty_is_default and not value.strip():
+                return setting.default
+            try:
+                return setting.parse(value)
+            except ValueError as exc:
+                raise ConfigError(name, str(exc)) from None
+    return setting.default
+
+
+def config_from_env(environ: Mapping[str, str],
+                    server_url: Optional[str] = "http://127.0.0.1:8080") -> Config:
+    """Build the Config from environment variables; ``server_url`` is the default callback URL.
+
+    Raises ConfigError naming the variable, never echoing its value (it may be a secret).
+    """
+    values = {s.field: read_setting(s, environ) for s in SETTINGS}
+    matched = _BUCKET_HOST.match(values["host"])
+    if values["bucket"] is None and matched:
+        values["bucket"] = matched.group(1)
+    if values["region"] is None and matched and not matched.group(2).startswith("oss-accelerate"):
+        region = matched.group(2)[len("oss-"):]
+        values["region"] = region[:-len("-internal")] if region.endswith("-internal") else region
+    if values["signature_version"] == "v4" and not values["region"]:
+        raise ConfigError("OSS_REGION", "is required for v4 when OSS_HOST does not name the region")
+    if "OSS_CALLBACK_URL" not in environ:
+        if server_url and "[" in server_url:
+            raise ConfigError("OSS_CALLBACK_URL", "is required when listening on an IPv6 "
+                                                  "address: OSS cannot call back to an IPv6 "
+                                                  "address")
+        values["callback_url"] = server_url or ""
+    if "OSS_CALLBACK_BODY" not in environ:
+        values["callback_body"] = default_callback_body(values["callback_body_type"],
+                                                        values["bucket"])
+    return Config(**values)
+
+
+def default_callback_body(body_type: str, bucket: Optional[str]) -> str:
+    """The sample's template, plus the bucket when it is known.
+
+    Anyone can point a callback of their own bucket at this server, and OSS will sign it:
+    the signature proves OSS sent it, not whose upload it was. ${bucket} is filled in by OSS,
+    so the callback's bucket is checked against the configured one.
+    """
+    if body_type == "application/json":
+        body = ('{"filename":${object},"size":${size},"mimeType":${mimeType},'
+                '"height":${imageInfo.height},"width":${imageInfo.width}')
+        return body + (',"bucket":${bucket}}' if bucket else "}")
+    return DEFAULT_CALLBACK_BODY + ("&bucket=${bucket}" if bucket else "")
+
+
+def config_warnings(config: Config) -> list:
+    """What a user should hear at startup; none of it is fatal."""
+    warnings = []
+    if not config.upload_dir:
+        warnings.append("OSS_UPLOAD_DIR is empty: browsers may write any key in the bucket")
+    if config.placeholder_credentials:
+        warnings.append("OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET are placeholders: "
+                        "uploads to real OSS will fail with InvalidAccessKeyId")
+    for url in filter(None, config.callback_url.split(";")):
+        host = urllib.parse.urlsplit(url).hostname or ""
+        try:
+            address = ipaddress.ip_address(host)
+            unreachable = address.is_loopback or address.is_private or address.is_unspecified
+        except ValueError:
+            unreachable = host == "localhost" or host.endswith(".localhost")
+        if unreachable:
+            warnings.append("callback URL host %s is loopback or private: real OSS cannot "
+                            "reach it (set OSS_CALLBACK_URL to a public address)" % host)
+    return warnings
+
+
+def settings_table_markdown() -> str:
+    """The README's configuration table, made from SETTINGS (a test keeps them equal)."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        name = "`%s`" % s.name + "".join(" (or `%s`)" % f for f in s.fallbacks)
+        rows.append("| %s | %s | %s |" % (name, "`%s`" % s.shown_default if s.shown is None
+                                          else s.shown_default, s.help))
+    return "\n".join(rows)
+
+
+###############################################################################
+# 4. Outbound HTTP client #####################################################
+###############################################################################
+
+# Every request this server makes goes through fetch(): no proxies (http.client reads no
+# proxy variables), no redirects (a 3xx is an answer like any other), one deadline that
+# covers DNS, connect, TLS and the whole response, and a cap on the bytes read.
+
+class Answer(NamedTuple):
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+class _BudgetExceeded(OSError):
+    """The peer sent more bytes than the reader's budget allows."""
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket reader with one overall deadline and a byte budget for the whole response.
+    Socket timeouts are per operation, so a server sending a byte just before each timeout
+    would never time out, and http.client bounds header lines, not their total."""
+
+    def __init__(self, sock, deadline: float, budget: int):
+        super().__init__()
+        self._sock = sock
+        # makefile() counts the reader as a user of the socket, so an HTTPConnection that
+        # "closes" after handing the socket to its response does not close it under us.
+        self._raw = sock.makefile("rb", buffering=0)
+        self.deadline = deadline
+        self.budget = budget
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline exceeded")
+        if self.budget <= 0:
+            raise _BudgetExceeded("read budget exhausted")
+        self._sock.settimeout(remaining)
+        count = self._raw.readinto(memoryview(buffer)[:self.budget])
+        self.budget -= count or 0
+        return count
+
+    def close(self):
+        self._raw.close()
+        super().close()
+
+
+def connect_before(host: str, port: int, until: float) -> socket.socket:
+    """A TCP connection made before ``until`` (a time.monotonic() value). getaddrinfo has no
+    timeout of its own, so it runs in a thread we stop waiting for; each address then gets
+    only the time left, not the whole timeout again."""
+    answer = []
+
+    def resolve():
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            answer.append(exc)
+
+    resolver = threading.Thread(target=resolve, name="outbound-lookup", daemon=True)
+    resolver.start()
+    resolver.join(max(0.0, until - time.monotonic()))
+    if not answer:
+        raise TimeoutError("host lookup timed out")
+    if isinstance(answer[0], OSError):
+        raise answer[0]
+    error = TimeoutError("no time left to connect")
+    for family, kind, proto, _, address in answer[0]:
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        sock.settimeout(remaining)
+        try:
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error
+
+
+def fetch(scheme: str, host: str, port: int, target: str, *, method: str = "GET",
+          headers: Optional[Mapping[str, str]] = None, body: Optional[bytes] = None,
+          timeout: float, max_bytes: int) -> Answer:
+    """One HTTP request, answered within ``timeout`` seconds in all, or FetchFailed.
+
+    The body may be at most ``max_bytes``; status line and headers together at most as much
+    again, so a server cannot stream megabytes of either.
+    """
+    until = time.monotonic() + timeout
+    connection_class = (http.client.HTTPSConnection if scheme == "https"
+                        else http.client.HTTPConnection)
+    connection = connection_class(host, port)
+
+    def response_class(sock, *args, **kwargs):
+        response = http.client.HTTPResponse(sock, *args, **kwargs)
+        response.fp = io.BufferedReader(_DeadlineReader(sock, until, 2 * max_bytes))
+        return response
+
+    connection.response_class = response_class
+    try:
+        sock = connect_before(host, port, until)
+        if scheme == "https":
+            sock.settimeout(max(0.001, until - time.monotonic()))
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        connection.sock = sock  # connected here, so the deadline also covers DNS and connect
+        connection.request(method, target, body=body, headers=dict(headers or {}))
+        response = connection.getresponse()
+        declared = response.getheader("Content-Length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            raise FetchFailed("response larger than %d bytes" % max_bytes)
+        chunks, size = [], 0
+        while method != "HEAD":
+            chunk = response.read1(max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                raise FetchFailed("response larger than %d bytes" % max_bytes)
+        return Answer(response.status, response.headers, b"".join(chunks))
+    except _BudgetExceeded:
+        raise FetchFailed("response larger than %d bytes" % (2 * max_bytes)) from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise FetchFailed("fetch failed: %s" % type(exc).__name__) from None
+    finally:
+        connection.close()
+
+
+###############################################################################
+# 5. Upload policy ############################################################
 ###############################################################################
 
 V4_ALGORITHM = "OSS4-HMAC-SHA256"
 
 
 def sign_policy_v1(secret: str, policy_b64: str) -> str:
-    """V1: base64(HMAC-SHA1(secret, the base64 policy string)) (spec 4.1)."""
+    """V1: base64(HMAC-SHA1(secret, the base64 policy string)) (OSS PostObject,
+    "Signature version 1")."""
     digest = hmac.new(secret.encode("utf-8"), policy_b64.encode("ascii"), hashlib.sha1).digest()
     return b64encode_text(digest)
 
@@ -508,7 +751,8 @@ def v4_signing_key(secret: str, yyyymmdd: str, region: str) -> bytes:
 
 
 def sign_policy_v4(secret: str, yyyymmdd: str, region: str, policy_b64: str) -> str:
-    """V4: hex(HMAC-SHA256(signing key, the base64 policy string)) (spec 4.2)."""
+    """V4: hex(HMAC-SHA256(signing key, the base64 policy string)) (OSS PostObject,
+    "Signature version 4")."""
     key = v4_signing_key(secret, yyyymmdd, region)
     return hmac.new(key, policy_b64.encode("ascii"), hashlib.sha256).hexdigest()
 
@@ -528,7 +772,8 @@ def callback_param(config: Config) -> Optional[str]:
 
 
 def issue_token(config: Config, now: Optional[float] = None) -> dict:
-    """The upload token for one browser: policy, signature and callback (spec 1.2).
+    """The upload token for one browser: policy, signature and callback (the response
+    format of Alibaba's sample appserver.py).
 
     ``expire`` and the policy's ``expiration`` name the same UTC second. Everything the
     bucket must enforce is a policy condition, so a client cannot loosen it.
@@ -555,7 +800,8 @@ def issue_token(config: Config, now: Optional[float] = None) -> dict:
     conditions.extend({name: value} for name, value in extra.items())
     callback = callback_param(config)
     if callback and config.pin_callback:
-        # Without this condition a client can swap callbackUrl/callbackBody (security notes 3.5).
+        # Without this condition a client could swap callbackUrl/callbackBody: OSS checks only
+        # what the policy names.
         conditions.append({"callback": callback})
 
     policy = json.dumps({"expiration": utc_iso8601(expire), "conditions": conditions}).strip()
@@ -576,7 +822,7 @@ def issue_token(config: Config, now: Optional[float] = None) -> dict:
 
 
 ###############################################################################
-# PEM/DER #####################################################################
+# 6. PEM/DER ##################################################################
 ###############################################################################
 
 class PublicKey(NamedTuple):
@@ -710,7 +956,7 @@ def load_public_key(data: bytes) -> PublicKey:
 
 
 ###############################################################################
-# RSA #########################################################################
+# 7. RSA ######################################################################
 ###############################################################################
 
 # DER DigestInfo prefixes, NULL parameters included (RFC 8017 9.2 note 1). OSS signs with
@@ -753,214 +999,71 @@ def rsa_verify(key: PublicKey, message: bytes, signature: bytes, hash_name: str 
 
 
 ###############################################################################
-# Public-key cache ############################################################
+# 8. Key trust ################################################################
 ###############################################################################
 
 OSS_CALLBACK_KEY_URL = "http://gosspublic.alicdn.com/callback_pub_key_v1.pem"
-# OSS's published callback key (spec 6.2): public data. The 512-bit size is OSS's choice,
-# so it is trusted by pin, never by size; every other key must be 2048 bits or more.
+# OSS's published callback key (OSS PostObject callback documentation): public data. Its
+# 512-bit size is OSS's choice, so it is trusted by pin, never by size; every other key must
+# be 2048 bits or more.
 OSS_CALLBACK_PUBLIC_KEY_PEM = b"""-----BEGIN PUBLIC KEY-----
 MFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAKs/JBGzwUB2aVht4crBx3oIPBLNsjGs
 C0fTXv+nvlmklvkcolvpvXLTjaxUHR3W9LXxQ2EHXAJfCB+6H2YF1k8CAwEAAQ==
 -----END PUBLIC KEY-----
 """
-OSS_CALLBACK_PUBLIC_KEY = load_public_key(OSS_CALLBACK_PUBLIC_KEY_PEM)
+MIN_FETCHED_KEY_BITS = 2048
+KEY_FETCH_DEADLINE = 2.0  # OSS gives the whole callback 5 s
+MAX_KEY_RESPONSE_BYTES = 16 * 1024
+KEY_TTL = 24 * 3600.0
+KEY_FAILURE_TTL = 30.0
+KEY_CACHE_ENTRIES = 64
+KEY_FETCHES_PER_MINUTE = 30
+KNOWN_KEY_FETCHES_PER_MINUTE = 10
+
+
+OSS_CALLBACK_PUBLIC_KEY = load_public_key(OSS_CALLBACK_PUBLIC_KEY_PEM)  # pure: no I/O
 EMBEDDED_PUBLIC_KEYS = {
     OSS_CALLBACK_KEY_URL: OSS_CALLBACK_PUBLIC_KEY,
     "https://gosspublic.alicdn.com/callback_pub_key_v1.pem": OSS_CALLBACK_PUBLIC_KEY,
 }
-MIN_FETCHED_KEY_BITS = 2048
-KEY_FETCH_DEADLINE = 2.0  # OSS gives the whole callback 5 s
-MAX_KEY_RESPONSE_BYTES = 16 * 1024
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-# Anything a URL parser might read differently from the fetcher: whitespace, controls,
-# backslashes (WHATWG reads '\' as '/'), and escapes (CVE-2023-24329 and friends).
-_URL_REFUSED = re.compile(r"[\x00-\x20\x7f\\%#?]")
-
-
-@functools.lru_cache(maxsize=256)  # prefixes are re-checked on every callback
-def _split_key_url(url: str):
-    """(scheme, host, port, path) of a plain http(s) URL, or None for anything ambiguous."""
-    if not isinstance(url, str) or not url.isascii() or _URL_REFUSED.search(url):
-        return None
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in _DEFAULT_PORTS:
-        return None
-    netloc, slash, path = rest.partition("/")
-    path = slash + path
-    host, colon, port = netloc.partition(":")
-    if colon:
-        if not port.isdigit() or len(port) > 5 or port.startswith("0") or int(port) > 65535:
-            return None
-        port = int(port)
-    else:
-        port = _DEFAULT_PORTS[scheme]
-    if (not host or "@" in host or "[" in host or host.endswith(".")
-            or not re.match(r"^[A-Za-z0-9.-]+$", host)):
-        return None
-    if not path or any(segment in (".", "..") for segment in path.split("/")):
-        return None
-    return scheme, host, port, path
 
 
 def pub_key_url_allowed(url: str, prefixes) -> bool:
     """Whether a decoded x-oss-pub-key-url may be trusted: same scheme, exactly the same host
     (case included: we refuse rather than normalise), same port, path under the prefix's."""
-    candidate = _split_key_url(url)
+    candidate = split_plain_url(url)
     if candidate is None:
         return False
     for prefix in prefixes:
-        allowed = _split_key_url(prefix)
+        allowed = split_plain_url(prefix)
         if (allowed is not None and candidate[:3] == allowed[:3]
                 and candidate[3].startswith(allowed[3])):
             return True
     return False
 
 
-class ReadBudgetExceeded(OSError):
-    """The peer sent more bytes than the reader's budget allows."""
-
-
-class _DeadlineReader(io.RawIOBase):
-    """The key fetch's socket reader: one overall deadline and a byte budget for the whole
-    response. Socket timeouts are per operation, so a key server sending a byte just before
-    each timeout would never time out, and http.client bounds header lines, not their total."""
-
-    def __init__(self, sock, idle_timeout, deadline=None, budget=None):
-        super().__init__()
-        self._sock = sock
-        # makefile() counts the reader as a user of the socket, so an HTTPConnection that
-        # "closes" after handing the socket to its response does not close it under us.
-        self._raw = sock.makefile("rb", buffering=0)
-        self.idle_timeout = idle_timeout
-        self.deadline = deadline
-        self.budget = budget
-        self._timeout = None
-
-    def readable(self):
-        return True
-
-    def use_timeout(self, timeout):
-        # settimeout() is a system call; on the fast path the value does not change.
-        if timeout != self._timeout:
-            self._sock.settimeout(timeout)
-            self._timeout = timeout
-
-    def readinto(self, buffer):
-        timeout = self.idle_timeout
-        if self.deadline is not None:
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("deadline exceeded")
-            if remaining < timeout:
-                timeout = remaining
-        if self.budget is not None:
-            if self.budget <= 0:
-                raise ReadBudgetExceeded("read budget exhausted")
-            buffer = memoryview(buffer)[:self.budget]
-        self.use_timeout(timeout)
-        count = self._raw.readinto(buffer)
-        if self.budget is not None and count:
-            self.budget -= count
-        return count
-
-    def close(self):
-        self._raw.close()
-        super().close()
-
-
 def fetch_public_key_pem(url: str, deadline: float = KEY_FETCH_DEADLINE) -> bytes:
-    """GET a PEM public key: no redirects, no proxies, an overall deadline, a size cap.
+    """GET a PEM public key through the hardened fetch.
 
     OSS names its key with an http URL; its host is always fetched over https, so a network
     attacker cannot substitute the key.
     """
-    parts = _split_key_url(url)
+    parts = split_plain_url(url)
     if parts is None:
         raise PubKeyUnavailable("not a plain http(s) key URL")
     scheme, host, port, path = parts
     if host == OSS_KEY_HOST and scheme == "http":
         scheme, port = "https", 443
-    until = time.monotonic() + deadline
-    connection_class = http.client.HTTPSConnection if scheme == "https" else \
-        http.client.HTTPConnection
-    connection = connection_class(host, port)
-
-    def response_class(sock, *args, **kwargs):
-        response = http.client.HTTPResponse(sock, *args, **kwargs)
-        # Status line and headers count too: a key server must not stream megabytes of them.
-        response.fp = io.BufferedReader(_DeadlineReader(sock, deadline, until,
-                                                        budget=2 * MAX_KEY_RESPONSE_BYTES))
-        return response
-
-    connection.response_class = response_class
     try:
-        sock = _connect_before(host, port, until)
-        if scheme == "https":
-            sock.settimeout(max(0.001, until - time.monotonic()))
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
-        connection.sock = sock  # connected here, so the deadline also covers DNS and connect
-        connection.request("GET", path, headers={"Accept": "application/x-pem-file",
-                                                 "User-Agent": "oss-appserver"})
-        response = connection.getresponse()
-        if response.status != 200:
-            raise PubKeyUnavailable("key server answered HTTP %d" % response.status)
-        declared = response.getheader("Content-Length")
-        if declared and declared.isdigit() and int(declared) > MAX_KEY_RESPONSE_BYTES:
-            raise PubKeyUnavailable("key response larger than %d bytes" % MAX_KEY_RESPONSE_BYTES)
-        chunks, size = [], 0
-        while True:
-            chunk = response.read1(MAX_KEY_RESPONSE_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_KEY_RESPONSE_BYTES:
-                raise PubKeyUnavailable("key response larger than %d bytes"
-                                        % MAX_KEY_RESPONSE_BYTES)
-        return b"".join(chunks)
-    except ReadBudgetExceeded:
-        raise PubKeyUnavailable("key response larger than %d bytes"
-                                % (2 * MAX_KEY_RESPONSE_BYTES)) from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise PubKeyUnavailable("key fetch failed: %s" % type(exc).__name__) from None
-    finally:
-        connection.close()
-
-
-def _connect_before(host, port, until):
-    """A TCP connection made before ``until``. getaddrinfo has no timeout of its own, so it
-    runs in a thread we stop waiting for; each address then gets only the time left, not
-    the whole timeout again."""
-    answer = []
-
-    def resolve():
-        try:
-            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except OSError as exc:
-            answer.append(exc)
-
-    resolver = threading.Thread(target=resolve, name="key-host-lookup", daemon=True)
-    resolver.start()
-    resolver.join(max(0.0, until - time.monotonic()))
-    if not answer:
-        raise TimeoutError("key host lookup timed out")
-    if isinstance(answer[0], OSError):
-        raise answer[0]
-    error = TimeoutError("no time left to connect to the key host")
-    for family, kind, proto, _, address in answer[0]:
-        remaining = until - time.monotonic()
-        if remaining <= 0:
-            break
-        sock = socket.socket(family, kind, proto)
-        sock.settimeout(remaining)
-        try:
-            sock.connect(address)
-            return sock
-        except OSError as exc:
-            sock.close()
-            error = exc
-    raise error
+        answer = fetch(scheme, host, port, path, timeout=deadline,
+                       max_bytes=MAX_KEY_RESPONSE_BYTES,
+                       headers={"Accept": "application/x-pem-file",
+                                "User-Agent": "oss-appserver"})
+    except FetchFailed as exc:
+        raise PubKeyUnavailable("key %s" % exc) from None
+    if answer.status != 200:
+        raise PubKeyUnavailable("key server answered HTTP %d" % answer.status)
+    return answer.body
 
 
 class PublicKeyCache:
@@ -971,11 +1074,12 @@ class PublicKeyCache:
     """
 
     def __init__(self, fetch: Callable[[str], bytes] = fetch_public_key_pem, *,
-                 clock: Callable[[], float] = time.monotonic, ttl: float = 24 * 3600,
-                 negative_ttl: float = 30.0, max_entries: int = 64,
+                 clock: Callable[[], float] = time.monotonic, ttl: float = KEY_TTL,
+                 negative_ttl: float = KEY_FAILURE_TTL, max_entries: int = KEY_CACHE_ENTRIES,
                  embedded: Mapping[str, PublicKey] = EMBEDDED_PUBLIC_KEYS,
                  wait_timeout: float = KEY_FETCH_DEADLINE + 1.0,
-                 max_fetches_per_minute: int = 30, reserved_fetches_per_minute: int = 10):
+                 max_fetches_per_minute: int = KEY_FETCHES_PER_MINUTE,
+                 reserved_fetches_per_minute: int = KNOWN_KEY_FETCHES_PER_MINUTE):
         self._fetch = fetch
         self._clock = clock
         self._ttl = ttl
@@ -1053,7 +1157,7 @@ class PublicKeyCache:
         except Exception as exc:  # an injected fetcher's bug must not poison the cache forever
             log.exception("public key fetch raised")
             return "key fetch failed: %s" % type(exc).__name__
-        host = _split_key_url(url)[1]
+        host = split_plain_url(url)[1]
         if host != OSS_KEY_HOST and key.bits < MIN_FETCHED_KEY_BITS:
             return "fetched key of %d bits is under the %d-bit floor" % (key.bits,
                                                                       MIN_FETCHED_KEY_BITS)
@@ -1073,32 +1177,15 @@ class PublicKeyCache:
 
 
 ###############################################################################
-# Request handling ############################################################
+# 9. Callback verification ####################################################
 ###############################################################################
 
-class Response(NamedTuple):
-    status: int
-    headers: list
-    body: bytes = b""
-    close: bool = False  # the request's framing can no longer be trusted: drop the connection
-    note: str = ""       # appended to the request's access-log line
-
-
-JSON_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
-                ("X-Content-Type-Options", "nosniff")]
-# Static files other than the page are never documents: an SVG opened directly could
-# otherwise run script, and none of them needs anything.
-ASSET_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 MAX_AUTHORIZATION_CHARS = 4 * ((MAX_KEY_BITS // 8 + 2) // 3)  # base64 of an 8192-bit signature
 MAX_PUB_KEY_URL_CHARS = 1024
-ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
-STATIC_TYPES = {
-    ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8", ".json": "application/json", ".png": "image/png",
-    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".svg": "image/svg+xml",
-    ".ico": "image/x-icon", ".webp": "image/webp", ".txt": "text/plain; charset=utf-8",
-    ".map": "application/json",
-}
+MAX_CALLBACK_JSON_DEPTH = 32
+# The string to sign joins path and body with '\n', so a decoded CR, LF or NUL in the path
+# could move bytes between the two.
+_CALLBACK_PATH_REFUSED = (b"\r", b"\n", b"\x00")
 
 
 def _target_bytes(raw_target) -> bytes:
@@ -1138,8 +1225,28 @@ def single_header(headers: Mapping[str, list], name: str) -> Optional[str]:
     return values[0].strip() if values else None
 
 
-MAX_CALLBACK_JSON_DEPTH = 32
-_CALLBACK_PATH_REFUSED = (b"\r", b"\n", b"\x00")
+def callback_signature_and_key_url(config: Config, target, headers: Mapping[str, list]):
+    """(signature bytes, public key URL) from a callback's headers: everything that can be
+    checked without the body or a key, so that junk costs neither a read nor a fetch."""
+    callback_path(target)
+    authorization = single_header(headers, "authorization")
+    if not authorization:
+        raise CallbackRejected("missing authorization header")
+    try:
+        signature = strict_b64decode(authorization, MAX_AUTHORIZATION_CHARS)
+    except ValueError:
+        raise CallbackRejected("authorization header is not a base64 signature") from None
+    encoded_url = single_header(headers, "x-oss-pub-key-url")
+    if not encoded_url:
+        raise CallbackRejected("missing x-oss-pub-key-url header")
+    try:
+        pub_key_url = strict_b64decode(encoded_url, MAX_PUB_KEY_URL_CHARS).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise CallbackRejected("x-oss-pub-key-url header is not base64 of a URL") from None
+    if not pub_key_url_allowed(pub_key_url, config.pub_key_url_prefixes):
+        # The sample fetched any URL named here, so anyone could sign with their own key.
+        raise CallbackRejected("x-oss-pub-key-url is not an allowed OSS public key URL")
+    return signature, pub_key_url
 
 
 def _refuse_json_constant(name):
@@ -1197,7 +1304,7 @@ def _callback_size(value) -> Optional[int]:
     under 5 GB), or, from a JSON body, an integer that is not a boolean. None otherwise."""
     if type(value) is int:
         return value if 0 <= value < 10 ** 12 else None
-    if isinstance(value, str) and _DECIMAL.fullmatch(value):
+    if isinstance(value, str) and DECIMAL.fullmatch(value):
         return int(value)
     return None
 
@@ -1231,11 +1338,56 @@ def check_callback_fields(config: Config, fields: dict):
             raise CallbackRejected("callback size is over the upload limit")
 
 
-def default_callback_hook(fields: dict) -> dict:
-    """Answer with what OSS reported. Embedders replace this to record the upload; its return
-    value is the JSON OSS relays to the browser. (The object name and size are logged on the
-    callback's access-log line, whatever the hook.)"""
-    return {"Status": "OK", "upload": fields}
+def verify_callback(config: Config, keys, target, headers: Mapping[str, list],
+                    body: bytes) -> dict:
+    """The fields of a callback that OSS signed about one of our uploads, or CallbackRejected.
+
+    ``keys.get(url)`` returns the PublicKey for an allowed key URL or raises
+    PubKeyUnavailable; ``target`` is the raw request target, ``headers`` maps lower-case names
+    to lists of values. The mirror of issue_token: a function of its inputs.
+    """
+    signature, pub_key_url = callback_signature_and_key_url(config, target, headers)
+    try:
+        key = keys.get(pub_key_url)
+    except PubKeyUnavailable as exc:
+        raise CallbackRejected("callback public key unavailable",
+                               "public key %s unavailable: %s"
+                               % (printable(pub_key_url), exc)) from None
+    if not rsa_verify(key, callback_string_to_sign(target, body), signature, "md5"):
+        raise CallbackRejected("callback signature does not match",
+                               "signature mismatch for %s (key %s)"
+                               % (printable(target.partition("?")[0]), printable(pub_key_url)))
+    fields = parse_callback_fields(config.callback_body_type, body)
+    check_callback_fields(config, fields)
+    return fields
+
+
+###############################################################################
+# 10. Application #############################################################
+###############################################################################
+
+class Response(NamedTuple):
+    status: int
+    headers: list
+    body: bytes = b""
+    close: bool = False  # the request's framing can no longer be trusted: drop the connection
+    note: str = ""       # appended to the request's access-log line
+
+
+ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
+JSON_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+                ("X-Content-Type-Options", "nosniff")]
+# Static files other than the page are never documents: an SVG opened directly could
+# otherwise run script, and none of them needs anything.
+ASSET_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+    ".json": "application/json", ".png": "image/png", ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg", ".gif": "image/gif", ".svg": "image/svg+xml",
+    ".ico": "image/x-icon", ".webp": "image/webp", ".txt": "text/plain; charset=utf-8",
+    ".map": "application/json",
+}
 
 
 def error_response(status: int, message: str, headers=(), close: bool = False) -> Response:
@@ -1244,136 +1396,19 @@ def error_response(status: int, message: str, headers=(), close: bool = False) -
     return Response(status, JSON_HEADERS + list(headers), body, close)
 
 
-class App:
-    """Routing and responses, free of socket details: the http.server handler and the WSGI
-    adapter both frame what ``handle`` returns."""
-
-    def __init__(self, config: Config, *, static_dir: Optional[str] = None,
-                 key_cache: Optional[PublicKeyCache] = None,
-                 callback_hook: Optional[Callable[[dict], dict]] = None,
-                 clock: Callable[[], float] = time.time):
-        self.config = config
-        self.key_cache = key_cache or PublicKeyCache()
-        self.callback_hook = callback_hook or default_callback_hook
-        self.clock = clock
-        self.static_root = os.path.realpath(static_dir or find_static_dir())
-        self.static_files = scan_static_dir(self.static_root)
-        self._cors = [("Access-Control-Allow-Origin", config.cors_origin),
-                      ("Access-Control-Allow-Methods", ALLOWED_METHODS),
-                      ("Access-Control-Allow-Headers", "Content-Type"),
-                      ("Access-Control-Expose-Headers", "Date")]
-        if config.cors_origin != "*":
-            self._cors.append(("Vary", "Origin"))
-        self._page_csp = ("default-src 'self'; script-src 'self'; style-src 'self'; "
-                          "img-src 'self' data: blob:; connect-src 'self' %s; "
-                          "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-                          % config.host)
-        self._token = (None, b"")  # (second, body): a token depends only on config and second
-
-    def handle(self, method: str, target: str, headers: Mapping[str, list],
-               content_length: Optional[int], read_body: Callable[[int], bytes]) -> Response:
-        """Answer one request. ``headers`` maps lower-case names to lists of values;
-        ``read_body(n)`` returns exactly n bytes or raises RequestError."""
-        try:
-            if method in ("GET", "HEAD"):
-                return self._get(target.partition("?")[0])
-            if method == "POST":
-                return self._callback(target, headers, content_length, read_body)
-            if method == "OPTIONS":
-                return Response(204, self._cors + [("Allow", ALLOWED_METHODS),
-                                                   ("Access-Control-Max-Age", "600")])
-            if method in ("PUT", "DELETE", "PATCH"):
-                raise MethodNotAllowed("method not allowed", headers=[("Allow", ALLOWED_METHODS)])
-            raise MethodNotImplemented("method not implemented")
-        except RequestError as exc:
-            if isinstance(exc, CallbackRejected):
-                log.warning("callback rejected: %s", exc.reason)
-            return error_response(exc.status, exc.message, self._cors + exc.headers, exc.close)
-        except Exception:
-            incident = uuid.uuid4().hex[:12]
-            log.exception("internal error %s handling %s", incident, printable(method))
-            return error_response(500, "internal error (incident %s)" % incident, self._cors)
-
-    def _get(self, path: str) -> Response:
-        if path == "/":
-            return self._token_response()
-        if path == "/healthz":
-            return Response(200, JSON_HEADERS + self._cors, b'{"Status":"OK"}')
-        static = self.static_files.get(path)
-        if static is None:
-            raise NotFound("not found")
-        relative, content_type = static
-        try:
-            body = read_static_file(self.static_root, relative)
-        except OSError:
-            raise NotFound("not found") from None
-        headers = [("Content-Type", content_type), ("X-Content-Type-Options", "nosniff"),
-                   ("Cache-Control", "no-cache"), ("Referrer-Policy", "no-referrer")]
-        if content_type.startswith("text/html"):
-            headers += [("Content-Security-Policy", self._page_csp), ("X-Frame-Options", "DENY")]
-        else:
-            headers.append(("Content-Security-Policy", ASSET_CSP))
-        return Response(200, headers, body)
-
-    def _token_response(self) -> Response:
-        second = int(self.clock())
-        cached_second, body = self._token
-        if cached_second != second:
-            # The sample's json.dumps layout, so clients parsing it loosely keep working.
-            body = json.dumps(issue_token(self.config, second)).encode("utf-8")
-            self._token = (second, body)
-        return Response(200, JSON_HEADERS + self._cors, body)
-
-    def _callback(self, target, headers, content_length, read_body) -> Response:
-        # Everything that needs no key is checked first, so a junk request costs no fetch.
-        if content_length is None:
-            raise LengthRequired("Content-Length required")
-        if content_length > self.config.max_callback_bytes:
-            raise PayloadTooLarge("callback body larger than %d bytes"
-                                  % self.config.max_callback_bytes)
-        callback_path(target)
-        authorization = single_header(headers, "authorization")
-        if not authorization:
-            raise CallbackRejected("missing authorization header")
-        try:
-            signature = strict_b64decode(authorization, MAX_AUTHORIZATION_CHARS)
-        except ValueError:
-            raise CallbackRejected("authorization header is not a base64 signature") from None
-        encoded_url = single_header(headers, "x-oss-pub-key-url")
-        if not encoded_url:
-            raise CallbackRejected("missing x-oss-pub-key-url header")
-        try:
-            pub_key_url = strict_b64decode(encoded_url, MAX_PUB_KEY_URL_CHARS).decode("ascii")
-        except (ValueError, UnicodeDecodeError):
-            raise CallbackRejected("x-oss-pub-key-url header is not base64 of a URL") from None
-        if not pub_key_url_allowed(pub_key_url, self.config.pub_key_url_prefixes):
-            # The sample fetched any URL named here, so anyone could sign with their own key.
-            raise CallbackRejected("x-oss-pub-key-url is not an allowed OSS public key URL")
-
-        body = read_body(content_length)
-        try:
-            key = self.key_cache.get(pub_key_url)
-        except PubKeyUnavailable as exc:
-            raise CallbackRejected("callback public key unavailable",
-                                   "public key %s unavailable: %s"
-                                   % (printable(pub_key_url), exc)) from None
-        if not rsa_verify(key, callback_string_to_sign(target, body), signature, "md5"):
-            raise CallbackRejected("callback signature does not match",
-                                   "signature mismatch for %s (key %s)"
-                                   % (printable(target.partition("?")[0]), printable(pub_key_url)))
-        fields = parse_callback_fields(self.config.callback_body_type, body)
-        check_callback_fields(self.config, fields)
-        answer = self.callback_hook(fields)
-        note = "object=%s size=%s" % (fields.get("object", fields.get("filename", "-")),
-                                      fields.get("size", "-"))
-        return Response(200, list(JSON_HEADERS), json_compact(answer), note=note)
+def internal_error(context: str, headers=(), close: bool = False) -> Response:
+    """The one 500: the traceback goes to the log under an incident id, the client gets the id
+    and nothing else. Call it from an ``except`` block."""
+    incident = uuid.uuid4().hex[:12]
+    log.exception("internal error %s %s", incident, context)
+    return error_response(500, "internal error (incident %s)" % incident, headers, close)
 
 
-def app_warnings(app: App) -> list:
-    if "/index.html" in app.static_files:
-        return []
-    return ["no page to serve: %s has no index.html (set OSS_STATIC_DIR to the folder "
-            "with the browser client)" % app.static_root]
+def default_callback_hook(fields: dict) -> dict:
+    """Answer with what OSS reported. Embedders replace this to record the upload; its return
+    value is the JSON OSS relays to the browser. (The object name and size are logged on the
+    callback's access-log line, whatever the hook.)"""
+    return {"Status": "OK", "upload": fields}
 
 
 def scan_static_dir(root: str) -> dict:
@@ -1433,6 +1468,132 @@ def read_static_file(root: str, parts) -> bytes:
         return f.read()
 
 
+class App:
+    """Routing and responses, free of socket details: the http.server handler and the WSGI
+    adapter both frame what ``handle`` returns."""
+
+    def __init__(self, config: Config, *, static_dir: Optional[str] = None,
+                 key_cache: Optional[PublicKeyCache] = None,
+                 callback_hook: Optional[Callable[[dict], dict]] = None,
+                 clock: Callable[[], float] = time.time):
+        self.config = config
+        self.key_cache = key_cache or PublicKeyCache()
+        self.callback_hook = callback_hook or default_callback_hook
+        self.clock = clock
+        self.static_root = os.path.realpath(static_dir or config.static_dir or find_static_dir())
+        self.static_files = scan_static_dir(self.static_root)
+        self._cors = [("Access-Control-Allow-Origin", config.cors_origin),
+                      ("Access-Control-Allow-Methods", ALLOWED_METHODS),
+                      ("Access-Control-Allow-Headers", "Content-Type"),
+                      ("Access-Control-Expose-Headers", "Date")]
+        if config.cors_origin != "*":
+            self._cors.append(("Vary", "Origin"))
+        self._page_csp = ("default-src 'self'; script-src 'self'; style-src 'self'; "
+                          "img-src 'self' data: blob:; connect-src 'self' %s; "
+                          "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+                          % config.host)
+        self._token = (None, b"")  # (second, body): a token depends only on config and second
+
+    def handle(self, method: str, target: str, headers: Mapping[str, list],
+               content_length: Optional[int], read_body: Callable[[int], bytes]) -> Response:
+        """Answer one request. ``headers`` maps lower-case names to lists of values;
+        ``read_body(n)`` returns exactly n bytes or raises RequestError."""
+        try:
+            if method in ("GET", "HEAD"):
+                return self._get(target.partition("?")[0])
+            if method == "POST":
+                return self._callback(target, headers, content_length, read_body)
+            if method == "OPTIONS":
+                return Response(204, self._cors + [("Allow", ALLOWED_METHODS),
+                                                   ("Access-Control-Max-Age", "600")])
+            if method in ("PUT", "DELETE", "PATCH"):
+                raise MethodNotAllowed("method not allowed", headers=[("Allow", ALLOWED_METHODS)])
+            raise MethodNotImplemented("method not implemented")
+        except RequestError as exc:
+            if isinstance(exc, CallbackRejected):
+                log.warning("callback rejected: %s", exc.reason)
+            return error_response(exc.status, exc.message, self._cors + exc.headers, exc.close)
+        except Exception:
+            return internal_error("handling " + printable(method, 16), self._cors)
+
+    def _get(self, path: str) -> Response:
+        if path == "/":
+            return self._token_response()
+        if path == "/healthz":
+            return Response(200, JSON_HEADERS + self._cors, b'{"Status":"OK"}')
+        static = self.static_files.get(path)
+        if static is None:
+            raise NotFound("not found")
+        relative, content_type = static
+        try:
+            body = read_static_file(self.static_root, relative)
+        except OSError:
+            raise NotFound("not found") from None
+        headers = [("Content-Type", content_type), ("X-Content-Type-Options", "nosniff"),
+                   ("Cache-Control", "no-cache"), ("Referrer-Policy", "no-referrer")]
+        if content_type.startswith("text/html"):
+            headers += [("Content-Security-Policy", self._page_csp), ("X-Frame-Options", "DENY")]
+        else:
+            headers.append(("Content-Security-Policy", ASSET_CSP))
+        return Response(200, headers, body)
+
+    def _token_response(self) -> Response:
+        second = int(self.clock())
+        cached_second, body = self._token
+        if cached_second != second:
+            # The sample's json.dumps layout, so clients parsing it loosely keep working.
+            body = json.dumps(issue_token(self.config, second)).encode("utf-8")
+            self._token = (second, body)
+        return Response(200, JSON_HEADERS + self._cors, body)
+
+    def _callback(self, target, headers, content_length, read_body) -> Response:
+        # Everything that needs neither body nor key is checked first: a junk request costs
+        # no read and no fetch, and is not invited to send its body (Expect: 100-continue).
+        if content_length is None:
+            raise LengthRequired("Content-Length required")
+        if content_length > self.config.max_callback_bytes:
+            raise PayloadTooLarge("callback body larger than %d bytes"
+                                  % self.config.max_callback_bytes)
+        callback_signature_and_key_url(self.config, target, headers)
+        body = read_body(content_length)
+        fields = verify_callback(self.config, self.key_cache, target, headers, body)
+        answer = self.callback_hook(fields)
+        note = "object=%s size=%s" % (fields.get("object", fields.get("filename", "-")),
+                                      fields.get("size", "-"))
+        return Response(200, list(JSON_HEADERS), json_compact(answer), note=note)
+
+
+def app_warnings(app: App) -> list:
+    if "/index.html" in app.static_files:
+        return []
+    return ["no page to serve: %s has no index.html (set OSS_STATIC_DIR to the folder "
+            "with the browser client)" % app.static_root]
+
+
+###############################################################################
+# 11. HTTP/1.1 transport ######################################################
+###############################################################################
+
+MAX_REQUEST_LINE = 65536     # as http.server: longer is 414
+MAX_HEADER_BYTES = 65536     # all header lines together: longer is 431
+MAX_HEADERS = 100
+IDLE_TIMEOUT = 5.0           # a connection waiting for its next request line
+REQUEST_TIMEOUT = 15.0       # from a request line to the end of its response
+WATCHDOG_INTERVAL = 0.1      # how often serve_forever's loop looks for expired connections
+SERVE_POLL_INTERVAL = 0.25   # how soon serve_forever notices shutdown()
+DRAIN_POLL_INTERVAL = 0.02   # server_close() waiting for requests in flight
+OVERLOAD_SEND_TIMEOUT = 0.5  # the fast 503 to a connection over the cap
+LOG_STOP_TIMEOUT = 2.0       # a stalled log sink must not hold up shutdown for ever
+ACCESS_LOG_BACKLOG = 10000   # access-log records waiting for the writer thread
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 9110 5.6.2
+# method SP origin-form (or * for OPTIONS) SP HTTP/1.x, then CRLF or a bare LF (RFC 9112 2.2)
+_REQUEST_LINE = re.compile(r"(%s) (/[\x21-\x7e]*|\*) HTTP/1\.([0-9])\r?\n" % _TOKEN)
+_HTTP_VERSION = re.compile(r"HTTP/([0-9])\.[0-9]")
+# name ":" OWS value OWS: no space before the colon, no obs-fold, no controls but tab
+_HEADER_LINE = re.compile(r"(%s):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r?\n" % _TOKEN)
+
+
 def parse_content_length(method: str, headers: Mapping[str, list]) -> Optional[int]:
     """Request framing (RFC 9112 6.3), stricter than http.server: int() would accept '+5',
     '5_0', '-1' and non-ASCII digits, and headers.get() silently picks one of two lengths.
@@ -1454,51 +1615,39 @@ def parse_content_length(method: str, headers: Mapping[str, list]) -> Optional[i
     if len(values) != 1:
         raise BadRequest("conflicting Content-Length headers")
     value = values.pop()
-    if not _DECIMAL.fullmatch(value):
+    if not DECIMAL.fullmatch(value):
         raise BadRequest("invalid Content-Length")
     return int(value)
 
 
-###############################################################################
-# Server ######################################################################
-###############################################################################
+def serialize_response(response: Response, date: str, *, close: bool, head: bool = False,
+                       http10_keep_alive: bool = False) -> bytes:
+    """A whole response as one buffer: one write, so Nagle never holds back its tail."""
+    status, headers, body = response[:3]
+    lines = ["HTTP/1.1 %d %s" % (status, http.client.responses.get(status, "Unknown")),
+             "Server: oss-appserver", "Date: " + date]
+    lines += ["%s: %s" % header for header in headers]
+    if status != 204:
+        lines.append("Content-Length: %d" % len(body))
+    if close:
+        lines.append("Connection: close")
+    elif http10_keep_alive:
+        lines.append("Connection: keep-alive")
+    head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head_bytes if head or status == 204 else head_bytes + body
 
-MAX_REQUEST_LINE = 65536   # as http.server: longer is 414
-MAX_HEADER_BYTES = 65536   # all header lines together: longer is 431
-MAX_HEADERS = 100
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 9110 5.6.2
-# method SP origin-form (or * for OPTIONS) SP HTTP/1.x, then CRLF or a bare LF (RFC 9112 2.2)
-_REQUEST_LINE = re.compile(r"(%s) (/[\x21-\x7e]*|\*) HTTP/1\.([0-9])\r?\n" % _TOKEN)
-_HTTP_VERSION = re.compile(r"HTTP/([0-9])\.[0-9]")
-# name ":" OWS value OWS: no space before the colon, no obs-fold, no controls but tab
-_HEADER_LINE = re.compile(r"(%s):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r?\n" % _TOKEN)
-_OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-               b"Content-Length: 51\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
-               b'{"Status":"Error","Message":"too many connections"}')
 
-
-class AppRequestHandler(http.server.BaseHTTPRequestHandler):
+class AppRequestHandler(socketserver.StreamRequestHandler):
     """Frames App responses: HTTP/1.1 keep-alive, strict request parsing, one write per
     response, one access-log line per request.
 
-    The request head is parsed here rather than by http.server's parse_request, whose email
-    parser is lenient where framing must be strict: at a line it cannot read ("Foo",
-    "Content-Length : 5") it silently drops every later header, and the body then reads as
-    a second request. This parser refuses such requests, and costs less.
+    The request head is parsed here, not by http.server, whose email parser is lenient where
+    framing must be strict: at a line it cannot read ("Foo", "Content-Length : 5") it
+    silently drops every later header, and the body then reads as a second request.
     """
 
-    protocol_version = "HTTP/1.1"
-    server_version = "oss-appserver"
-    sys_version = ""
-
-    def setup(self):
-        self.connection = self.request
-        # Headers and body go out in one write; NODELAY also stops Nagle waiting on
-        # the peer's delayed ACK (about 40 ms a keep-alive request).
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # Blocking sockets: the server's watchdog enforces the deadlines (see AppServer).
-        self.rfile = self.connection.makefile("rb")
-        self.wfile = socketserver._SocketWriter(self.connection)
+    disable_nagle_algorithm = True  # else Nagle waits on the peer's delayed ACK (~40 ms)
+    timeout = None                  # blocking sockets: the server's watchdog keeps deadlines
 
     def finish(self):
         self.server.forget(self.connection)
@@ -1511,14 +1660,27 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
 
     def handle_one_request(self):
         self.close_connection = True
-        self.command, self.path, self.request_version = "", "", "HTTP/1.1"
-        self._started = None
-        self._responded = False
-        self._deadline = None
-        self._body_left = 0
-        self._expect_continue = False
+        self.method, self.target, self.version = "", "", "HTTP/1.1"
+        self.body_left, self.expect_continue = 0, False
         if not self.server.await_request(self.connection):
             return  # shutting down: take no new request on this connection
+        line = self._read_request_line()
+        if line is None:
+            return
+        self.arrived, self.started = time.time(), time.monotonic()
+        self.deadline = self.started + self.server.request_timeout
+        self.server.request_started(self.connection, self.deadline)
+        try:
+            response = self._respond(line)
+        except RequestError as exc:
+            response = error_response(exc.status, exc.message, exc.headers, close=True)
+        except OSError:
+            return  # the peer went away, or the watchdog closed it at the deadline
+        except Exception:
+            response = internal_error("framing a request", close=True)
+        self._send(response)
+
+    def _read_request_line(self) -> Optional[bytes]:
         try:
             line = self.rfile.readline(MAX_REQUEST_LINE + 1)
             for _ in range(4):  # RFC 9112 2.2: ignore empty lines before a request line
@@ -1526,40 +1688,27 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
                     break
                 line = self.rfile.readline(MAX_REQUEST_LINE + 1)
         except OSError:
-            return  # the peer went away, or the watchdog closed an idle connection
+            return None  # the peer went away, or the watchdog closed an idle connection
         if not line.endswith(b"\n") and len(line) <= MAX_REQUEST_LINE:
-            return  # closed mid-line: by the peer, or by the watchdog at the idle deadline
-        self._started = time.monotonic()
-        self._deadline = self._started + self.server.request_timeout
-        self.server.request_started(self.connection, self._deadline)
-        try:
-            self._respond(line)
-        except RequestError as exc:
-            self._send(error_response(exc.status, exc.message, close=True))
-        except OSError:
-            self.close_connection = True  # the peer went away, or the deadline passed
-        except Exception:
-            log.exception("internal error framing a request")
-            self._send(error_response(500, "internal error", close=True))
+            return None  # closed mid-line: by the peer, or by the watchdog at the idle deadline
+        return line
 
-    def _respond(self, request_line):
+    def _respond(self, request_line) -> Response:
         self._parse_request_line(request_line)
         headers = self._read_headers()
         tokens = {t.strip().lower() for v in headers.get("connection", ()) for t in v.split(",")}
-        if self.request_version == "HTTP/1.0":
+        if self.version == "HTTP/1.0":
             self.close_connection = "keep-alive" not in tokens
         else:
             self.close_connection = "close" in tokens
-        content_length = parse_content_length(self.command, headers)
-        self._body_left = content_length or 0
+        content_length = parse_content_length(self.method, headers)
+        self.body_left = content_length or 0
         # "100 Continue" goes out only when the App asks for the body, so a request refused on
         # its headers gets its error without being invited to send the body first.
-        self._expect_continue = (self.request_version == "HTTP/1.1" and "100-continue" in
-                                 (v.lower() for v in headers.get("expect", ())))
-        response = self.server.app.handle(self.command, self.path, headers, content_length,
-                                          self._read_body)
-        # Unread body bytes would be parsed as the next request: close instead.
-        self._send(response, close=self._body_left > 0)
+        self.expect_continue = (self.version == "HTTP/1.1" and "100-continue" in
+                                (v.lower() for v in headers.get("expect", ())))
+        return self.server.app.handle(self.method, self.target, headers, content_length,
+                                      self._read_body)
 
     def _parse_request_line(self, line):
         if len(line) > MAX_REQUEST_LINE:
@@ -1572,8 +1721,8 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
             if len(parts) == 3 and version and version.group(1) != "1":
                 raise HTTPVersionNotSupported("HTTP version not supported")
             raise BadRequest("malformed request line")
-        self.command, self.path, minor = matched.groups()
-        self.request_version = "HTTP/1." + minor
+        self.method, self.target, minor = matched.groups()
+        self.version = "HTTP/1." + minor
 
     def _read_headers(self) -> dict:
         """Header fields as {lower-case name: [values]}, per RFC 9112 5: no space before the
@@ -1585,7 +1734,7 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
             if not line.endswith(b"\n"):
                 if len(line) > budget:
                     raise RequestHeaderFieldsTooLarge("request headers too large")
-                if time.monotonic() >= self._deadline:
+                if time.monotonic() >= self.deadline:
                     raise RequestTimeout("request headers timed out")
                 raise BadRequest("incomplete request headers")
             if line == b"\r\n" or line == b"\n":
@@ -1599,138 +1748,116 @@ class AppRequestHandler(http.server.BaseHTTPRequestHandler):
         raise RequestHeaderFieldsTooLarge("too many request headers")
 
     def _read_body(self, size):
-        if size != self._body_left:
+        if size != self.body_left:
             raise BadRequest("body length does not match Content-Length")
         try:
-            if self._expect_continue:
-                self._expect_continue = False
-                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if self.expect_continue:
+                self.expect_continue = False
+                self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = self.rfile.read(size)
         except OSError:  # a reset, or the watchdog at the deadline: a short read either way
             body = b""
         if len(body) != size:
-            if time.monotonic() >= self._deadline:
+            if time.monotonic() >= self.deadline:
                 raise RequestTimeout("request body timed out")
             raise BadRequest("request body shorter than Content-Length")
-        self._body_left = 0
+        self.body_left = 0
         return body
 
-    def _send(self, response: Response, close: bool = False):
-        if self._responded:
-            return
-        self._responded = True
-        status, headers, body, must_close, note = response
-        if close or must_close or self.server.stopping:
+    def _send(self, response: Response):
+        # Unread body bytes would be parsed as the next request: close instead.
+        if response.close or self.body_left > 0 or self.server.stopping:
             self.close_connection = True
-        lines = ["HTTP/1.1 %d %s" % (status, http.client.responses.get(status, "Unknown")),
-                 "Server: oss-appserver", "Date: " + self.server.http_date()]
-        lines += ["%s: %s" % header for header in headers]
-        if status != 204:
-            lines.append("Content-Length: %d" % len(body))
-        if self.close_connection:
-            lines.append("Connection: close")
-        elif self.request_version == "HTTP/1.0":
-            lines.append("Connection: keep-alive")
+        data = serialize_response(response, self.server.http_date(),
+                                  close=self.close_connection, head=self.method == "HEAD",
+                                  http10_keep_alive=self.version == "HTTP/1.0")
         try:
-            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        except UnicodeEncodeError:  # a hook's header that HTTP cannot carry
-            log.error("response header not encodable as latin-1; answering 500")
-            self._responded = False
-            self._send(error_response(500, "internal error", close=True))
-            return
-        if self.command == "HEAD" or status == 204:
-            body = b""
-        try:
-            self.wfile.write(head + body)
+            self.connection.sendall(data)
         except OSError:
             self.close_connection = True
-        self.log_request(status, len(body), note)
-
-    def send_error(self, code, message=None, explain=None):
-        # Not reached by our parser; kept so that nothing in http.server can send its
-        # HTML error page, which quotes the raw request line.
-        self._send(error_response(code, http.client.responses.get(code, "error"), close=True))
-
-    def log_request(self, code="-", size="-", note=""):
-        elapsed = (time.monotonic() - self._started) * 1000 if self._started else 0.0
+        size = 0 if self.method == "HEAD" or response.status == 204 else len(response.body)
         # The query is dropped: it can carry tokens.
-        self.server.access_log.record(self.client_address[0], self.command,
-                                      self.path.partition("?")[0], code, size, elapsed, note)
-
-    def log_message(self, format, *args):
-        log.info("%s %s", self.client_address[0], printable(format % args))
+        self.server.access_log.record(
+            self.arrived, self.client_address[0], self.method, self.target.partition("?")[0],
+            response.status, size, (time.monotonic() - self.started) * 1000, response.note)
 
 
-class AccessLog:
-    """One access-log line per request through ``logging``, written by a background thread.
+class _DroppingQueueHandler(logging.handlers.QueueHandler):
+    """A QueueHandler that counts and drops records when the writer falls behind (a full
+    pipe, a paused terminal), rather than let memory grow or requests wait on the log sink.
+    A queue needs no handler lock."""
+
+    def __init__(self, backlog: int):
+        super().__init__(queue.Queue(backlog))
+        self.dropped = 0
+
+    def handle(self, record):
+        self.emit(record)
+        return True
+
+    def enqueue(self, record):
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+class _ToOwnLogger(logging.Handler):
+    """The writer thread's end: each record goes to its own logger's handlers, so that the
+    access log is configured like any other logger."""
+
+    def handle(self, record):
+        logging.getLogger(record.name).handle(record)
+        return True
+
+
+class AccessLogQueue:
+    """One access-log line per request through ``logging``, written by a background thread
+    (QueueHandler + QueueListener).
 
     A logging call costs more than answering a token, and with many request threads they
-    queue on the handler's lock (p99 of tens of ms). Request threads only append a tuple;
-    lines appear within ``interval`` seconds, and flush() writes whatever is pending.
+    queue on the handler's lock. Request threads only format and enqueue; each record is
+    stamped with the time its request arrived, not the time it is written.
     """
 
-    MAX_PENDING = 10000
+    def __init__(self, logger: logging.Logger = access_log, backlog: int = ACCESS_LOG_BACKLOG):
+        self.logger = logger
+        self.handler = _DroppingQueueHandler(backlog)
+        self.listener = logging.handlers.QueueListener(self.handler.queue, _ToOwnLogger())
+        self.listener.start()
 
-    def __init__(self, logger: logging.Logger = access_log, interval: float = 0.2):
-        self._logger = logger
-        self._interval = interval
-        self._pending = collections.deque()
-        self._dropped = 0
-        self._flush_lock = threading.Lock()  # a flush() returns only after earlier lines are out
-        self._writer = None
-        self._start_lock = threading.Lock()
-        self._closed = threading.Event()
-
-    def record(self, client, method, path, status, size, elapsed_ms, note=""):
-        if not self._logger.isEnabledFor(logging.INFO):
+    def record(self, arrived, client, method, path, status, size, elapsed_ms, note=""):
+        if not self.logger.isEnabledFor(logging.INFO):
             return
-        if len(self._pending) >= self.MAX_PENDING:
-            # The log sink is stalled (a full pipe, a paused terminal): drop and count rather
-            # than let memory grow or requests wait on it.
-            self._dropped += 1
-            return
-        self._pending.append((client, method, path, status, size, elapsed_ms, note))
-        if self._writer is None:
-            with self._start_lock:
-                if self._writer is None and not self._closed.is_set():
-                    self._writer = threading.Thread(target=self._run, name="access-log",
-                                                    daemon=True)
-                    self._writer.start()
-
-    def _run(self):
-        while not self._closed.wait(self._interval):
-            self.flush()
-
-    def close(self):
-        """Stop the writer thread and write what is pending."""
-        self._closed.set()
-        with self._start_lock:
-            writer = self._writer
-        if writer is not None:
-            writer.join(2.0)  # a stalled log sink must not hold up shutdown for ever
-        if writer is None or not writer.is_alive():
-            self.flush()
+        if self.handler.dropped and not self.handler.queue.full():
+            dropped, self.handler.dropped = self.handler.dropped, 0
+            self.handler.handle(self.logger.makeRecord(
+                self.logger.name, logging.WARNING, __file__, 0,
+                "%d access-log lines dropped: log output too slow", (dropped,), None))
+        record = self.logger.makeRecord(
+            self.logger.name, logging.INFO, __file__, 0, '%s "%s %s" %s %s %.1fms%s',
+            (client, printable(method or "-", 16), printable(path), status, size, elapsed_ms,
+             " " + printable(note) if note else ""), None)
+        record.created, record.msecs = arrived, (arrived % 1) * 1000
+        self.handler.handle(record)
 
     def flush(self):
-        with self._flush_lock:
-            self._write_pending()
+        """Return once every record queued so far has been written."""
+        self.handler.queue.join()
 
-    def _write_pending(self):
-        if self._dropped:
-            dropped, self._dropped = self._dropped, 0
-            self._logger.warning("%d access-log lines dropped: log output too slow", dropped)
-        while self._pending:
-            try:
-                client, method, path, status, size, elapsed_ms, note = self._pending.popleft()
-            except IndexError:
-                return
-            self._logger.info('%s "%s %s" %s %s %.1fms%s', client, printable(method or "-", 16),
-                              printable(path), status, size, elapsed_ms,
-                              " " + printable(note) if note else "")
+    def close(self):
+        """Stop the writer thread after what is queued; give up on a stalled log sink."""
+        try:
+            self.listener.enqueue_sentinel()
+        except queue.Full:
+            return
+        until = time.monotonic() + LOG_STOP_TIMEOUT
+        while self.handler.queue.unfinished_tasks and time.monotonic() < until:
+            time.sleep(DRAIN_POLL_INTERVAL)
 
 
-class AppServer(http.server.ThreadingHTTPServer):
-    """ThreadingHTTPServer with a connection cap, deadlines and graceful shutdown. The
+class AppServer(socketserver.ThreadingTCPServer):
+    """A threading TCP server with a connection cap, deadlines and graceful shutdown. The
     configuration lives here, on the server object, not in globals.
 
     Deadlines are kept by a watchdog, not by socket timeouts: a socket timeout applies to one
@@ -1740,29 +1867,25 @@ class AppServer(http.server.ThreadingHTTPServer):
     request is not answered ``request_timeout`` after its first line; that wakes the thread.
     """
 
+    allow_reuse_address = True
     daemon_threads = False     # finish in-flight requests on shutdown
     block_on_close = True
     request_queue_size = 1024  # the default of 5 overflows at 8 concurrent clients
 
-    def __init__(self, address, app: App, *, idle_timeout: float = 5.0,
-                 request_timeout: float = 15.0, max_connections: Optional[int] = None):
+    def __init__(self, address, app: App, *, idle_timeout: float = IDLE_TIMEOUT,
+                 request_timeout: float = REQUEST_TIMEOUT, max_connections: Optional[int] = None):
         self.app = app
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
         self.stopping = False
-        self.access_log = AccessLog()
         self._slots = threading.BoundedSemaphore(max_connections or app.config.max_connections)
         self._watched = {}  # connection -> (deadline, idle); dict ops are atomic under the GIL
         self._next_sweep = 0.0
         self._date = (0, "")
         if ":" in address[0]:  # an IPv6 literal such as ::1
             self.address_family = socket.AF_INET6
+        self.access_log = AccessLogQueue()  # before binding: a failed bind calls server_close
         super().__init__(address, AppRequestHandler)
-
-    def server_bind(self):
-        # HTTPServer.server_bind would call getfqdn(), a reverse DNS lookup at every start.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
 
     def http_date(self) -> str:
         now = int(time.time())
@@ -1772,21 +1895,25 @@ class AppServer(http.server.ThreadingHTTPServer):
 
     def process_request(self, request, client_address):
         if not self._slots.acquire(blocking=False):
-            # Over the cap: a fast 503 and close, never another thread.
-            try:
-                request.settimeout(0.5)
-                request.sendall(_OVERLOADED)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            self.access_log.record(client_address[0], "-", "-", 503, 51, 0.0,
-                                   "over OSS_MAX_CONNECTIONS")
+            self._refuse_over_capacity(request, client_address)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
             self._slots.release()
             raise
+
+    def _refuse_over_capacity(self, request, client_address):
+        """A fast 503 and close, never another thread."""
+        response = error_response(503, "too many connections", [("Retry-After", "1")], True)
+        try:
+            request.settimeout(OVERLOAD_SEND_TIMEOUT)
+            request.sendall(serialize_response(response, self.http_date(), close=True))
+        except OSError:
+            pass
+        self.shutdown_request(request)
+        self.access_log.record(time.time(), client_address[0], "-", "-", 503,
+                               len(response.body), 0.0, "over OSS_MAX_CONNECTIONS")
 
     def process_request_thread(self, request, client_address):
         try:
@@ -1816,7 +1943,7 @@ class AppServer(http.server.ThreadingHTTPServer):
     def service_actions(self):
         now = time.monotonic()
         if now >= self._next_sweep:
-            self._next_sweep = now + 0.1
+            self._next_sweep = now + WATCHDOG_INTERVAL
             self._close_connections(lambda deadline, idle: deadline <= now)
 
     def _close_connections(self, condition):
@@ -1844,7 +1971,7 @@ class AppServer(http.server.ThreadingHTTPServer):
         while self._watched and time.monotonic() < until:
             now = time.monotonic()
             self._close_connections(lambda deadline, idle: idle or deadline <= now)
-            time.sleep(0.02)
+            time.sleep(DRAIN_POLL_INTERVAL)
         self._close_connections(lambda deadline, idle: True)
         super().server_close()
         self.access_log.close()
@@ -1859,46 +1986,74 @@ def make_server(config: Config, host: str = "127.0.0.1", port: int = 0, *,
 
 
 ###############################################################################
-# WSGI ########################################################################
+# 12. WSGI ####################################################################
 ###############################################################################
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# gunicorn's APP_LOAD_ERROR: the arbiter stops, instead of respawning a worker that can only
+# fail the same way.
+WSGI_CONFIG_ERROR_EXIT = 4
+
+
+def log_to_stderr_unless_configured():
+    """Give the ``appserver`` loggers a stderr handler when the host application has set up
+    no logging of its own, so that warnings are not lost under a WSGI server."""
+    if logging.getLogger().handlers or log.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    log.addHandler(handler)
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
+
+
+def wsgi_request(environ) -> tuple:
+    """(method, raw target, headers, content length) from a WSGI environ."""
+    method = environ.get("REQUEST_METHOD", "GET").upper()
+    target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not target:
+        # Rebuilt from decoded parts: quoting the raw bytes back gives the same signed
+        # string. Lost: a bare '?' with an empty query, which the callback signs.
+        path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
+        target = urllib.parse.quote_from_bytes(path.encode("latin-1"), safe="/;=,@:+$!*'()~")
+        if environ.get("QUERY_STRING"):
+            target += "?" + environ["QUERY_STRING"]
+    headers = {}
+    for name, value in environ.items():
+        if name.startswith("HTTP_"):
+            headers[name[5:].replace("_", "-").lower()] = [value]
+    if environ.get("CONTENT_TYPE"):
+        headers["content-type"] = [environ["CONTENT_TYPE"]]
+    length = (environ.get("CONTENT_LENGTH") or "").strip()
+    return method, target, headers, int(length) if DECIMAL.fullmatch(length) else None
+
 
 def make_wsgi_app(config: Optional[Config] = None):
     """The same routes as a WSGI app, for gunicorn, uWSGI or waitress.
 
     Without ``config`` it is read from the environment now, at call time, so importing this
-    module still starts nothing. The front server has already framed the request, so the
-    framing checks of the http.server handler are not repeated here.
+    module still starts nothing. A bad setting is one line on stderr and exit status 4
+    (gunicorn then stops rather than respawning workers). The front server has already framed
+    the request, so the framing checks of the http.server handler are not repeated here.
     """
+    log_to_stderr_unless_configured()
+    warnings = []
     if config is None:
-        config = config_from_env(os.environ, server_url=None)
+        try:
+            config = config_from_env(os.environ, server_url=None)
+        except ConfigError as exc:
+            print("appserver: configuration error: %s" % exc, file=sys.stderr, flush=True)
+            raise SystemExit(WSGI_CONFIG_ERROR_EXIT) from None
         warnings = config_warnings(config)
         if not config.callback_url:
             # Behind a WSGI server this process cannot know its public address.
             warnings.append("OSS_CALLBACK_URL is not set: tokens carry no callback")
-    else:
-        warnings = []
     app = App(config)
     for warning in warnings + app_warnings(app):
         log.warning("%s", warning)
 
     def application(environ, start_response):
-        method = environ.get("REQUEST_METHOD", "GET").upper()
-        target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-        if not target:
-            # Rebuilt from decoded parts: quoting the raw bytes back gives the same signed
-            # string. Lost: a bare '?' with an empty query, which the callback signs.
-            path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
-            target = urllib.parse.quote_from_bytes(path.encode("latin-1"), safe="/;=,@:+$!*'()~")
-            if environ.get("QUERY_STRING"):
-                target += "?" + environ["QUERY_STRING"]
-        headers = {}
-        for name, value in environ.items():
-            if name.startswith("HTTP_"):
-                headers[name[5:].replace("_", "-").lower()] = [value]
-        if environ.get("CONTENT_TYPE"):
-            headers["content-type"] = [environ["CONTENT_TYPE"]]
-        length = (environ.get("CONTENT_LENGTH") or "").strip()
-        content_length = int(length) if _DECIMAL.fullmatch(length) else None
+        method, target, headers, content_length = wsgi_request(environ)
 
         def read_body(size):
             try:
@@ -1924,11 +2079,16 @@ def make_wsgi_app(config: Optional[Config] = None):
 
 
 ###############################################################################
-# CLI #########################################################################
+# 13. Command line ############################################################
 ###############################################################################
 
-USAGE = "usage: appserver.py [-h] [[ip] port]"
+USAGE = ("usage: appserver.py [-h] [--idle-timeout SECONDS] [--request-timeout SECONDS] "
+         "[[ip] port]")
 SIGNAL_POLL_INTERVAL = 0.5  # a backstop: the wakeup fd normally ends the wait at once
+_OPTIONS = {"--idle-timeout": ("idle_timeout", IDLE_TIMEOUT,
+                               "seconds a keep-alive connection may wait for a request"),
+            "--request-timeout": ("request_timeout", REQUEST_TIMEOUT,
+                                  "seconds from a request line to the end of its response")}
 
 
 def help_text() -> str:
@@ -1938,11 +2098,15 @@ def help_text() -> str:
              "",
              "  appserver.py              listen on 127.0.0.1:8080",
              "  appserver.py PORT         listen on 0.0.0.0:PORT (all interfaces, as the sample)",
-             "  appserver.py IP PORT      listen on IP:PORT",
+             "  appserver.py IP PORT      listen on IP:PORT (an IPv6 address such as ::1 too)",
              "",
-             "Environment variables (read once at startup):"]
-    for name, default, meaning in ENVIRONMENT:
-        lines.append("  %-26s %s (default: %s)" % (name, meaning, default))
+             "Options:"]
+    for option, (_, default, meaning) in _OPTIONS.items():
+        lines.append("  %-26s %s (default: %g)" % (option + " SECONDS", meaning, default))
+    lines += ["", "Environment variables (read once at startup):"]
+    for s in SETTINGS:
+        names = " or ".join((s.name,) + s.fallbacks)
+        lines.append("  %s\n      %s (default: %s)" % (names, s.help, s.shown_default))
     return "\n".join(lines)
 
 
@@ -1960,14 +2124,34 @@ def parse_args(argv):
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        if not re.match(r"^[A-Za-z0-9.-]+$", host):
+        if not _HOST_NAME.match(host):
             raise ValueError("ip must be an address such as 127.0.0.1") from None
     return host, int(port)
 
 
-def url_host(host: str) -> str:
-    """A host as it stands in a URL: IPv6 literals in brackets (RFC 3986 3.2.2)."""
-    return "[%s]" % host if ":" in host else host
+def parse_options(argv) -> tuple:
+    """(positional arguments, {option field: value}) ; raises ValueError."""
+    options = {field: default for field, default, _ in _OPTIONS.values()}
+    positional = []
+    argv = list(argv)
+    while argv:
+        arg = argv.pop(0)
+        name, equals, value = arg.partition("=")
+        if name not in _OPTIONS:
+            positional.append(arg)
+            continue
+        if not equals:
+            if not argv:
+                raise ValueError("%s needs a value" % name)
+            value = argv.pop(0)
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = float("nan")
+        if not 0.1 <= seconds <= 3600:
+            raise ValueError("%s must be a number of seconds from 0.1 to 3600" % name)
+        options[_OPTIONS[name][0]] = seconds
+    return positional, options
 
 
 def local_url(host: str, port: int) -> str:
@@ -1976,7 +2160,7 @@ def local_url(host: str, port: int) -> str:
     return "http://%s:%d" % (url_host(host), port)
 
 
-def print_banner(config: Config, server) -> None:
+def print_banner(config: Config, server: AppServer) -> None:
     host, port = server.server_address[:2]
     bound = "http://%s:%d" % (url_host(host), port)
     url = local_url(host, port)
@@ -2045,19 +2229,19 @@ def main(argv=None) -> int:
         print(help_text())
         return 0
     try:
-        host, port = parse_args(argv)
+        positional, options = parse_options(argv)
+        host, port = parse_args(positional)
     except ValueError as exc:
         print("%s\nappserver.py: error: %s (see --help)" % (USAGE, exc), file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         config = config_from_env(os.environ, local_url(host, port))
     except ConfigError as exc:
         print("appserver.py: configuration error: %s" % exc, file=sys.stderr)
         return 2
     try:
-        server = make_server(config, host, port)
+        server = make_server(config, host, port, **options)
     except OSError as exc:
         print("appserver.py: cannot listen on %s port %d: %s" % (host, port, exc.strerror),
               file=sys.stderr)
@@ -2066,7 +2250,8 @@ def main(argv=None) -> int:
         log.warning("%s", warning)
     print_banner(config, server)
     # serve_forever runs in a thread: shutdown() called from the thread that serves deadlocks.
-    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.25},
+    serving = threading.Thread(target=server.serve_forever,
+                               kwargs={"poll_interval": SERVE_POLL_INTERVAL},
                                name="serve_forever")
     with StopSignals() as stop:
         serving.start()
