@@ -988,7 +988,7 @@ def rsa_verify(key: PublicKey, message: bytes, signature: bytes, hash_name: str 
     if not isinstance(signature, (bytes, bytearray)) or len(signature) != size:
         return False
     s = int.from_bytes(signature, "big")
-    if s >= key.n:  # s + k*n would otherwise verify too (RustCrypto RSA issue 272)
+    if s >= key.n:  # s + k*n would otherwise verify too (a bug once in RustCrypto/RSA, #272)
         return False
     digest_info = prefix + hashlib.new(hash_name, bytes(message), usedforsecurity=False).digest()
     padding = size - len(digest_info) - 3

@@ -1,6 +1,7 @@
 """A small local double of an Alibaba Cloud OSS bucket: PostObject plus the upload callback.
 
-Standard library only. It implements what ../shared/spec/oss-protocol.md sections 2, 3, 4, 5 and 8
+Standard library only. It implements what the OSS documentation says of PostObject, its policy, signatures
+V1 and V4, upload callbacks and their error codes
 describe, and nothing else of OSS (no ListObjects, no PutObject, no multipart upload API):
 
 * ``POST /``  browser form upload (PostObject), V1 and V4 signatures, STS token, policy checks,
@@ -15,7 +16,7 @@ Use it from tests with :class:`EmulatorServer`, or run it:
 --access-key-secret SECRET [--security-token T] [--region cn-hangzhou] [--cors-origin ORIGIN]
 [--throttle BYTES_PER_S]``.
 
-Where the spec leaves behaviour open, the choice made here is documented next to the code that
+Where the documentation leaves behaviour open, the choice made here is documented next to the code that
 makes it; every such place carries the word "Choice:".
 """
 
@@ -59,27 +60,27 @@ RESERVED_PREFIX = "__oss_emulator__"
 PUB_KEY_PATH = "/" + RESERVED_PREFIX + "/callback_pub_key.pem"
 
 CHUNK = 64 * 1024
-MAX_FIELD_VALUE = 2 * 1024 * 1024          # spec 2: each field value <= 2 MB
-MAX_PRE_DATA = 8 * 1024 * 1024             # spec 2: all values before `file` <= 8 MB
+MAX_FIELD_VALUE = 2 * 1024 * 1024          # PostObject: each field value <= 2 MB
+MAX_PRE_DATA = 8 * 1024 * 1024             # PostObject: all values before `file` <= 8 MB
 MAX_PART_HEADERS = 8 * 1024                # our own bound on one part's header block
-MAX_OBJECT_SIZE = 5 * 1024 ** 3            # spec 2: object <= 5 GB
-MAX_METADATA = 8 * 1024                    # spec 2: all user metadata <= 8 KB
+MAX_OBJECT_SIZE = 5 * 1024 ** 3            # PostObject: object <= 5 GB
+MAX_METADATA = 8 * 1024                    # PostObject: all user metadata <= 8 KB
 MAX_KEY_BYTES = 1023
-MAX_CALLBACK_CONFIG = 5 * 1024             # spec 5.1: callback parameter <= 5 KB
+MAX_CALLBACK_CONFIG = 5 * 1024             # Callback API: callback parameter <= 5 KB
 MAX_CALLBACK_URLS = 5
-# Choice: the spec gives 3 MB and 1 MB for the app server's answer (open question 3); the
+# Choice: the OSS pages give 3 MB and 1 MB for the app server's answer; the
 # emulator enforces the stricter 1 MB so that an app server passing here passes on OSS too.
 MAX_CALLBACK_RESPONSE = 1024 * 1024
 CALLBACK_TIMEOUT = 5.0
-V4_MAX_AGE = 7 * 24 * 3600                 # spec 4.2: a V4 request is valid 7 days from x-oss-date
-V4_MAX_SKEW = 15 * 60                      # spec 4.2: 15 minutes of clock skew
+V4_MAX_AGE = 7 * 24 * 3600                 # Signature Version 4: a V4 request is valid 7 days from x-oss-date
+V4_MAX_SKEW = 15 * 60                      # Signature Version 4: 15 minutes of clock skew
 
-# Form fields stored as object HTTP headers (spec 2), in their canonical spelling.
+# Form fields stored as object HTTP headers (PostObject), in their canonical spelling.
 STORED_HEADERS = ("Cache-Control", "Content-Disposition", "Content-Encoding", "Expires")
 
 
 # --------------------------------------------------------------------------------------------
-# Errors (spec 8)
+# Errors (PostObject error codes)
 # --------------------------------------------------------------------------------------------
 
 class OSSError(Exception):
@@ -122,7 +123,7 @@ def invalid_access_key_id():
 
 def condition_failed(condition):
     # The message echoes the condition as a JSON array with json.dumps' default separators,
-    # e.g. ["eq", "$success_action_status", "200"] (spec 3).
+    # e.g. ["eq", "$success_action_status", "200"] (PostObject, Appendix: Policy).
     return OSSError("AccessDenied",
                     "Invalid according to Policy: Policy Condition failed: "
                     + json.dumps(condition), ec="0006-00000227")
@@ -266,7 +267,7 @@ class RSAPrivateKey:
                 + "\n-----END PUBLIC KEY-----\n").encode("ascii")
 
     def sign_md5(self, message):
-        """RSASSA-PKCS1-v1_5 signature of MD5(message), as OSS signs callbacks (spec 5.4)."""
+        """RSASSA-PKCS1-v1_5 signature of MD5(message), as OSS signs callbacks (Callback API)."""
         digest_info = MD5_DIGEST_INFO + hashlib.md5(message).digest()
         encoded = b"\x00\x01" + b"\xff" * (self.size - len(digest_info) - 3) + b"\x00" + digest_info
         m = int.from_bytes(encoded, "big")
@@ -279,7 +280,7 @@ class RSAPrivateKey:
 
 
 # --------------------------------------------------------------------------------------------
-# Checksums and image headers (callback system variables, spec 5.3)
+# Checksums and image headers (callback system variables, Callback API)
 # --------------------------------------------------------------------------------------------
 
 def _crc64_table():
@@ -610,7 +611,7 @@ class MultipartReader:
 
 
 # --------------------------------------------------------------------------------------------
-# Policy document (spec 3) and signatures (spec 4)
+# Policy document (PostObject, Appendix: Policy) and signatures (V1, V4)
 # --------------------------------------------------------------------------------------------
 
 _EXPIRATION_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?Z")
@@ -769,7 +770,7 @@ V1_FIELDS = ("ossaccesskeyid", "signature")
 
 
 # --------------------------------------------------------------------------------------------
-# Upload callback (spec 5)
+# Upload callback (Callback API)
 # --------------------------------------------------------------------------------------------
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -790,7 +791,7 @@ class CallbackConfig:
 
     @classmethod
     def parse(cls, value):
-        """The ``callback`` form field; None when it names no callbackUrl (spec 5.1)."""
+        """The ``callback`` form field; None when it names no callbackUrl (Callback API)."""
         try:
             raw = base64.b64decode(value, validate=True)
         except binascii.Error:
@@ -835,7 +836,7 @@ class CallbackConfig:
             raise callback_argument("The callbackUrl is invalid.") from None
         if parts.scheme not in ("http", "https") or not parts.hostname or port == 0 \
                 or not url.isascii() or any(c.isspace() or ord(c) < 0x20 for c in url) \
-                or ":" in parts.hostname:             # spec 5.1: no IPv6
+                or ":" in parts.hostname:             # Callback API: no IPv6
             raise callback_argument("The callbackUrl is invalid.")
 
     @staticmethod
@@ -845,7 +846,7 @@ class CallbackConfig:
         Choice (JSON type): a placeholder outside a JSON string becomes a whole JSON value (a
         quoted string; ``size`` and the image numbers bare); inside a string literal of the
         template it becomes the escaped text without quotes. That reproduces the real OSS sample
-        in spec 5.3, where "${imageInfo.width},${imageInfo.height}" gave "810,539".
+        in the Callback API page, where "${imageInfo.width},${imageInfo.height}" gave "810,539".
         """
         template, pos, in_string, escaped = [], 0, False, False
         while True:
@@ -907,7 +908,7 @@ class CallbackResult:
 
 
 def deliver_callback(config, body, key, pub_key_url, extra_headers, timeout):
-    """POST to each callbackUrl in turn until one succeeds (spec 5.4/5.5).
+    """POST to each callbackUrl in turn until one succeeds (Callback API).
 
     Choice: when every URL fails, the 203 message is the last URL's failure.
     Choice: https URLs are supported, but TLS always sends SNI (callbackSNI is accepted and
@@ -1138,7 +1139,7 @@ class Bucket:
     def allow_origin(self, origin):
         """The Access-Control-Allow-Origin value for ``origin``, or None if no rule matches.
 
-        Rules hold at most one '*' wildcard (spec 7). Choice: a rule that is exactly "*"
+        Rules hold at most one '*' wildcard (PutBucketCors). Choice: a rule that is exactly "*"
         answers "*"; any other matching rule echoes the origin.
         """
         for rule in self.cors_origins:
@@ -1146,7 +1147,7 @@ class Bucket:
                 return "*" if rule == "*" else origin
         return None
 
-    # -- signatures (spec 4) -----------------------------------------------------------------
+    # -- signatures (V1, V4) -----------------------------------------------------------------
 
     def authenticate(self, fields):
         """Check V1 or V4 credentials and signature; return the signing version."""
@@ -1206,7 +1207,7 @@ class Bucket:
         if date[:8] != scope_date:
             raise OSSError("InvalidArgument", "The date of x-oss-date does not match the date "
                                               "in x-oss-credential.")
-        # Choice (spec open question 5): the 15 minutes of skew allow an x-oss-date ahead of
+        # Choice (not documented): the 15 minutes of skew allow an x-oss-date ahead of
         # the emulator's clock; behind it, the 7-day validity window is the only limit.
         now = self.clock()
         if signed_at - now > V4_MAX_SKEW:
@@ -1342,7 +1343,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         payload = error_xml(error.code, error.message, request_id, host_id, error.ec)
         self._send(error.status, payload, {"Content-Type": "application/xml"}, request_id, cors)
 
-    # -- CORS preflight (spec 7) -------------------------------------------------------------
+    # -- CORS preflight (PutBucketCors) -------------------------------------------------------------
 
     def do_OPTIONS(self):
         request_id = _new_request_id()
@@ -1390,7 +1391,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
-    # -- PostObject (spec 2) -----------------------------------------------------------------
+    # -- PostObject (PostObject) -----------------------------------------------------------------
 
     def do_POST(self):
         request_id = _new_request_id()
