@@ -250,6 +250,37 @@ class KeyServer:
         self.send(conn, b"")
 
 
+class AppServerTestCase(unittest.TestCase):
+    """A test with an app server of its own: ``start_server`` runs one for this test only and
+    keeps the app's log records (refusals are logged by design) for context."""
+
+    def start_server(self, config, app=None, **options):
+        self.logs = capture_logs(self)
+        self.server, self.base_url = start_app_server(config, app=app, **options)
+        self.port = self.server.server_address[1]
+        self.addCleanup(stop_app_server, self.server)
+
+    def request(self, method, target, body=None, headers=None, timeout=10):
+        """(status, http.client response, body) of one request on a new connection."""
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, target, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, resp, data
+        finally:
+            conn.close()
+
+    def assertJsonError(self, status, headers, body, expected_status):
+        return assert_json_error(self, status, headers, body, expected_status)
+
+    def assertOkUpload(self, status, headers, body, expected_fields):
+        assert_ok_upload(self, status, headers, body, expected_fields,
+                         "; recent server log: %s" % self.logs.recent())
+
+
 ###############################################################################
 # Raw HTTP/1.1
 ###############################################################################

@@ -253,6 +253,13 @@ class RejectedTest(unittest.TestCase):
         }
         self.assertAllRefused(cases)
 
+    def test_a_long_algorithm_identifier_is_a_key_format_error(self):
+        algorithm = b"\x06\x09" + bytes.fromhex("2a864886f70d010101") + b"\x05\x00" + b"\x00" * 300
+        inner = b"\x30\x82" + len(algorithm).to_bytes(2, "big") + algorithm + b"\x03\x01\x00"
+        der = b"\x30\x82" + len(inner).to_bytes(2, "big") + inner
+        with self.assertRaises(appserver.KeyFormatError):
+            appserver.load_public_key(der)
+
     def test_real_ec_key(self):
         # a genuine P-256 SPKI (public test data shape): must be refused, not crash
         ec_point = b"\x04" + bytes(range(1, 65))

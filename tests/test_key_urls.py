@@ -1,4 +1,6 @@
-"""Key-URL allowlist matching and the public-key cache (TTL, negative cache, single-flight, bound)."""
+"""Which public-key URLs are admitted (the allowlist of prefixes), and the public-key cache
+alone, with a fake fetch and clock: TTLs, the negative cache, single-flight, bounds and the
+fetch rate. (The fetch itself is in test_key_fetch.py.)"""
 
 import threading
 import time
@@ -6,6 +8,7 @@ import unittest
 
 import appserver
 from tests import rsa_testkit as kit
+from tests.support import CountingFetch, FakeClock
 
 DEFAULT_PREFIXES = appserver.Config().pub_key_url_prefixes
 OSS_HTTP = "http://gosspublic.alicdn.com/callback_pub_key_v1.pem"
@@ -21,12 +24,12 @@ class DefaultPrefixesTest(unittest.TestCase):
                          ("http://gosspublic.alicdn.com/", "https://gosspublic.alicdn.com/"))
         self.assertEqual(appserver.OSS_CALLBACK_KEY_URL, OSS_HTTP)
 
-    def test_real_urls_allowed(self):
+    def test_the_real_oss_key_urls_are_admitted(self):
         for url in (OSS_HTTP, OSS_HTTPS, "https://gosspublic.alicdn.com/callback_pub_key_v2.pem"):
             with self.subTest(url):
                 self.assertIs(appserver.pub_key_url_allowed(url, DEFAULT_PREFIXES), True)
 
-    def test_refused(self):
+    def test_lookalike_hosts_userinfo_ports_case_and_control_characters_are_refused(self):
         refused = [
             "https://gosspublic.alicdn.com.evil.test/k.pem",
             "http://gosspublic.alicdn.com.evil.test/callback_pub_key_v1.pem",
@@ -97,14 +100,14 @@ class LoopbackPrefixTest(unittest.TestCase):
     def allowed(self, url, prefixes=None):
         return appserver.pub_key_url_allowed(url, (self.PREFIX,) if prefixes is None else prefixes)
 
-    def test_matching_urls(self):
+    def test_urls_under_the_prefix_are_admitted(self):
         for url in ("http://127.0.0.1:%d/keys/k.pem" % self.PORT,
                     "http://127.0.0.1:%d/keys/" % self.PORT,
                     "http://127.0.0.1:%d/keys/sub/dir/k.pem" % self.PORT):
             with self.subTest(url):
                 self.assertIs(self.allowed(url), True)
 
-    def test_non_matching_urls(self):
+    def test_other_scheme_host_port_path_or_userinfo_is_refused(self):
         p = self.PORT
         for url in ("https://127.0.0.1:%d/keys/k.pem" % p,        # scheme differs
                     "HTTP://127.0.0.1:%d/keys/k.pem\x00" % p,
@@ -130,7 +133,7 @@ class LoopbackPrefixTest(unittest.TestCase):
             with self.subTest(url=url):
                 self.assertIs(self.allowed(url), False)
 
-    def test_default_port_handling(self):
+    def test_a_prefix_without_a_port_matches_only_the_default_port(self):
         # a prefix without a port matches only the scheme's default port
         self.assertIs(self.allowed("http://127.0.0.1/keys/k.pem", ("http://127.0.0.1/keys/",)), True)
         self.assertIs(self.allowed("http://127.0.0.1:8080/keys/k.pem", ("http://127.0.0.1/keys/",)),
@@ -144,7 +147,7 @@ class LoopbackPrefixTest(unittest.TestCase):
         self.assertIs(self.allowed("http://127.0.0.1/keys/k.pem", ("http://127.0.0.1:8080/keys/",)),
                       False)
 
-    def test_several_prefixes(self):
+    def test_any_of_several_prefixes_admits(self):
         prefixes = DEFAULT_PREFIXES + (self.PREFIX,)
         self.assertIs(self.allowed(OSS_HTTP, prefixes), True)
         self.assertIs(self.allowed("http://127.0.0.1:%d/keys/k.pem" % self.PORT, prefixes), True)
@@ -152,47 +155,6 @@ class LoopbackPrefixTest(unittest.TestCase):
 
 
 # ---------------------------------------------------------------------------- PublicKeyCache
-
-class FakeClock:
-    def __init__(self, t=1000.0):
-        self.t = t
-        self.lock = threading.Lock()
-
-    def __call__(self):
-        with self.lock:
-            return self.t
-
-    def advance(self, seconds):
-        with self.lock:
-            self.t += seconds
-
-
-class CountingFetch:
-    """Fake fetch: returns PEM bytes (or raises), counts calls per URL; can block to widen races."""
-
-    def __init__(self, pem=None, fail=False, delay=0.0):
-        self.pem = pem if pem is not None else (kit.DATA / "rsa2048_pub.pem").read_bytes()
-        self.fail = fail
-        self.delay = delay
-        self.calls = []
-        self.lock = threading.Lock()
-
-    def __call__(self, url, *args, **kwargs):
-        with self.lock:
-            self.calls.append(url)
-        if self.delay:
-            time.sleep(self.delay)
-        if self.fail:
-            # what fetch_public_key_pem raises for any network failure
-            raise self.fail if isinstance(self.fail, BaseException) else \
-                appserver.PubKeyUnavailable("fake fetch failure")
-        return self.pem
-
-    @property
-    def count(self):
-        with self.lock:
-            return len(self.calls)
-
 
 class PublicKeyCacheTest(unittest.TestCase):
     URL = "http://127.0.0.1:1/keys/k.pem"
@@ -218,7 +180,7 @@ class PublicKeyCacheTest(unittest.TestCase):
         self.assertEqual(cache.get(OSS_HTTPS).n, OSS_N)
         self.assertEqual(fetch.count, 0)
 
-    def test_positive_ttl_24h(self):
+    def test_a_good_key_is_cached_for_24_hours(self):
         clock, fetch = FakeClock(), CountingFetch()
         cache = self.make(fetch, clock)
         key = cache.get(self.URL)
@@ -232,7 +194,7 @@ class PublicKeyCacheTest(unittest.TestCase):
         self.assertEqual(cache.get(self.URL), key)
         self.assertEqual(fetch.count, 2, "not refetched after 24 h")
 
-    def test_negative_ttl_30s(self):
+    def test_a_failure_is_cached_for_30_seconds(self):
         clock, fetch = FakeClock(), CountingFetch(fail=True)
         cache = self.make(fetch, clock)
         with self.assertRaises(appserver.PubKeyUnavailable):
@@ -259,7 +221,7 @@ class PublicKeyCacheTest(unittest.TestCase):
             cache.get(self.URL)
         self.assertEqual(fetch.count, 1)
 
-    def test_small_key_from_non_oss_host_refused(self):
+    def test_a_key_under_2048_bits_from_a_host_other_than_oss_is_refused(self):
         # the 2048-bit floor for every host but gosspublic.alicdn.com (whose key is pinned)
         fetch = CountingFetch(pem=(kit.DATA / "rsa1024_pub.pem").read_bytes())
         cache = self.make(fetch)
@@ -278,7 +240,7 @@ class PublicKeyCacheTest(unittest.TestCase):
                 cache.get(self.URL)
         self.assertEqual(fetch.count, 1)
 
-    def test_single_flight_100_threads(self):
+    def test_100_threads_asking_at_once_share_one_fetch(self):
         fetch = CountingFetch(delay=0.3)
         cache = self.make(fetch, clock=time.monotonic)
         barrier = threading.Barrier(100)
@@ -301,7 +263,7 @@ class PublicKeyCacheTest(unittest.TestCase):
         self.assertTrue(all(k.n == self.n for k in results))
         self.assertEqual(fetch.count, 1)
 
-    def test_single_flight_failure_shared(self):
+    def test_30_threads_asking_at_once_share_one_failure(self):
         fetch = CountingFetch(delay=0.2, fail=True)
         cache = self.make(fetch, clock=time.monotonic)
         barrier = threading.Barrier(30)
@@ -330,7 +292,7 @@ class PublicKeyCacheTest(unittest.TestCase):
         cache.get(self.URL)
         self.assertEqual(sorted(fetch.calls), sorted([self.URL, self.URL + "2"]))
 
-    def test_bounded_entries(self):
+    def test_entries_are_bounded_and_the_oldest_evicted(self):
         fetch = CountingFetch()
         cache = self.make(fetch, max_entries=8)
         urls = ["http://127.0.0.1:1/keys/%d.pem" % i for i in range(20)]
@@ -343,14 +305,14 @@ class PublicKeyCacheTest(unittest.TestCase):
         self.assertEqual(fetch.count, 21)
         self.assertLessEqual(self.stored_entries(cache), 8)
 
-    def test_default_is_bounded(self):
+    def test_the_default_cache_is_bounded(self):
         fetch = CountingFetch()
         cache = self.make(fetch, max_fetches_per_minute=10 ** 6)
         for i in range(3000):
             cache.get("http://127.0.0.1:1/keys/%d.pem" % i)
         self.assertLess(self.stored_entries(cache), 3000)
 
-    def test_bounded_with_failures(self):
+    def test_failures_count_against_the_bound(self):
         # negative entries count against the bound too (an attacker controls failures)
         fetch = CountingFetch(fail=True)
         cache = self.make(fetch, max_entries=8)
