@@ -1,4 +1,4 @@
-"""Configuration from the environment, and the command line (issue 2)."""
+"""Configuration from the environment, and the command line."""
 
 import json
 import os

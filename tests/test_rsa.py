@@ -12,7 +12,8 @@ import unittest
 import appserver
 from tests import rsa_testkit as kit
 
-# Spec oss-protocol.md 6.1 / 6.2: OSS's published 512-bit callback key and the doc's worked example.
+# OSS's published 512-bit callback key, and the worked example of the "Callback" page of the
+# OSS API documentation (the signature and the string it signs).
 OSS_N = int(
     "ab3f2411b3c1407669586de1cac1c77a083c12cdb231ac0b47d35effa7be59a4"
     "96f91ca25be9bd72d38dac541d1dd6f4b5f14361075c025f081fba1f6605d64f", 16)
@@ -29,7 +30,7 @@ def pubkey(n, e):
 class KnownAnswerTest(unittest.TestCase):
     key = pubkey(OSS_N, OSS_E)
 
-    def test_kat_inputs_are_what_the_spec_says(self):
+    def test_kat_inputs_are_the_documented_key_and_message(self):
         self.assertEqual(len(KAT_MSG), 42)
         self.assertEqual(hashlib.md5(KAT_MSG).hexdigest(), "5b74fc97cc385b45c6c8b7782d5a2140")
         self.assertEqual(len(KAT_SIG), 64)
@@ -293,8 +294,9 @@ class HashTableTest(unittest.TestCase):
         cls.priv = kit.load_test_key("rsa2048_key.pem")
         cls.key = pubkey(cls.priv.n, cls.priv.e)
 
-    def test_kit_digest_info_prefixes_match_spec_table(self):
-        # security-notes.md 1.3 (matched there against Go, BoringSSL and python-rsa)
+    def test_kit_digest_info_prefixes_match_rfc_8017(self):
+        # The DigestInfo prefixes of RFC 8017, section 9.2, note 1 (also those of Go, BoringSSL
+        # and python-rsa)
         expected = {
             "md5": "3020300c06082a864886f70d020505000410",
             "sha1": "3021300906052b0e03021a05000414",

@@ -1,4 +1,5 @@
-"""Upload tokens: the spec section 9 vectors, policy conditions, UTC expiry (issue 2)."""
+"""Upload tokens: the documented V1 and V4 signature examples, the policy's conditions, the
+callback parameter, and an expiry in UTC whatever the machine's time zone."""
 
 import base64
 import hashlib
@@ -10,7 +11,9 @@ import unittest
 
 import appserver
 
-# Spec section 9 (computed independently in Python and Node.js; not produced by this code).
+# V1: the token of Alibaba Cloud's sample app server for browser uploads with a callback (its
+# example policy, callback and secret "sk"). V4: the PostObject example of OSS's "Signature
+# Version 4" page. Both recomputed independently in Python and Node.js, not by this code.
 V1_POLICY = ("eyJleHBpcmF0aW9uIjogIjIwMjMtMTEtMTRUMjI6MTM6MjBaIiwgImNvbmRpdGlvbnMiOiBbWyJzdGFydHMt"
              "d2l0aCIsICIka2V5IiwgInVzZXItZGlyLXByZWZpeC8iXV19")
 V1_SIGNATURE = "NFlYAkrcyeN3SgG9InIEfBubY1A="
@@ -42,11 +45,11 @@ def config(**overrides):
     return appserver.Config(**values)
 
 
-class SpecVectors(unittest.TestCase):
-    def test_v1_signature(self):
+class DocumentedExamples(unittest.TestCase):
+    def test_v1_signature_matches_the_documented_example(self):
         self.assertEqual(appserver.sign_policy_v1("sk", V1_POLICY), V1_SIGNATURE)
 
-    def test_v4_signature_and_signing_key(self):
+    def test_v4_signing_key_and_signature_match_the_documented_example(self):
         policy_b64 = base64.b64encode(V4_POLICY_JSON.encode()).decode()
         self.assertEqual(appserver.v4_signing_key("sk", "20231203", "cn-hangzhou").hex(),
                          V4_SIGNING_KEY)
@@ -92,7 +95,7 @@ class TokenShape(unittest.TestCase):
         self.assertNotIn(cfg.access_key_secret, json.dumps(token))
         return token, conditions
 
-    def test_v1_with_and_without_sts(self):
+    def test_v1_token_is_hmac_sha1_signed_and_pins_the_sts_token_if_any(self):
         for sts in (None, "sts-token-value"):
             with self.subTest(sts=sts):
                 token, _ = self.check(config(security_token=sts))
@@ -101,7 +104,7 @@ class TokenShape(unittest.TestCase):
                 self.assertEqual(token["signature"], expected)
                 self.assertNotIn("x-oss-signature", token)
 
-    def test_v4_with_and_without_sts(self):
+    def test_v4_token_is_signed_with_the_derived_key_and_pins_its_fields(self):
         for sts in (None, "sts-token-value"):
             with self.subTest(sts=sts):
                 token, conditions = self.check(config(signature_version="v4", security_token=sts))
