@@ -1,0 +1,97 @@
+"""The access log: one record per request, stamped with the time the request arrived.
+
+Records are written by a background thread (QueueHandler + QueueListener), so the time a line
+is written says nothing about the request; the record's own time must be its arrival.
+"""
+
+import logging
+import socket
+import threading
+import time
+import unittest
+
+import appserver
+from tests.support import start_app_server, stop_app_server
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+        self.records_lock = threading.Lock()
+
+    def emit(self, record):
+        with self.records_lock:
+            self.records.append(record)
+
+    def find(self, text):
+        with self.records_lock:
+            return [r for r in self.records if text in r.getMessage()]
+
+
+class ArrivalTime(unittest.TestCase):
+
+    def setUp(self):
+        self.records = Records()
+        logger = logging.getLogger("appserver.access")
+        logger.addHandler(self.records)
+        self.addCleanup(logger.removeHandler, self.records)
+        self.old_level = logger.level
+        logger.setLevel(logging.INFO)
+        self.addCleanup(logger.setLevel, self.old_level)
+        self.server, _ = start_app_server(appserver.Config(), idle_timeout=5, request_timeout=10)
+        self.addCleanup(stop_app_server, self.server)
+        self.port = self.server.server_address[1]
+
+    def wait_for(self, path):
+        """The record is queued just after the answer is sent: wait for it, then flush."""
+        deadline = time.monotonic() + 5
+        while not self.records.find(path) and time.monotonic() < deadline:
+            self.server.access_log.flush()
+            time.sleep(0.01)
+
+    def exchange(self, sock, rest):
+        sock.sendall(rest)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+    def test_a_slow_request_is_stamped_when_it_arrived_not_when_it_was_logged(self):
+        slow = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self.addCleanup(slow.close)
+        sent_slow = time.time()
+        slow.sendall(b"GET /slow HTTP/1.1\r\n")  # the request line arrives now...
+        time.sleep(0.6)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as fast:
+            sent_fast = time.time()
+            self.assertIn(b" 404 ", self.exchange(fast, b"GET /fast HTTP/1.1\r\nHost: x\r\n"
+                                                       b"Connection: close\r\n\r\n"))
+        time.sleep(0.6)
+        answered_slow = time.time()
+        self.assertIn(b" 404 ", self.exchange(slow, b"Host: x\r\n\r\n"))  # ...and ends now
+        self.wait_for("/slow")
+        (slow_record,), (fast_record,) = self.records.find("/slow"), self.records.find("/fast")
+        self.assertAlmostEqual(slow_record.created, sent_slow, delta=0.3)
+        self.assertLess(slow_record.created, answered_slow - 0.9)
+        self.assertAlmostEqual(fast_record.created, sent_fast, delta=0.3)
+        self.assertLess(slow_record.created, fast_record.created)
+        # The elapsed time still covers the whole request.
+        self.assertGreaterEqual(float(slow_record.getMessage().split()[-1].rstrip("ms")), 1000)
+
+    def test_every_request_is_recorded_once_without_its_query(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            for i in range(20):
+                self.exchange(sock, b"GET /n%d?token=s3cret HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+        self.wait_for("/n19")
+        for i in range(20):
+            records = self.records.find('"GET /n%d"' % i)
+            self.assertEqual(len(records), 1, [r.getMessage() for r in self.records.records][:5])
+            self.assertNotIn("s3cret", records[0].getMessage())
+
+
+if __name__ == "__main__":
+    unittest.main()
