@@ -14,7 +14,6 @@ import os
 import pathlib
 import re
 import shutil
-import socket
 import struct
 import tempfile
 import threading
@@ -60,12 +59,6 @@ def make_png(width, height):
             + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(bytes(rows), 9))
             + chunk(b"IEND", b""))
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class BrowserUploadTest(unittest.TestCase):
@@ -123,7 +116,7 @@ class BrowserUploadTest(unittest.TestCase):
         cls.app_slow = app(cls.slow_emu, max_upload_bytes=64 * 1024 * 1024)
         cls.app_short = app(cls.emu, expire_seconds=SHORT_EXPIRY)
         # Bucket host where nothing listens: the page must report a network/CORS failure.
-        cls.dead_host = "http://127.0.0.1:%d" % free_port()
+        cls.dead_host = "http://127.0.0.1:%d" % support.free_port()
         cls.app_dead = cls._start_app(appserver, access_key_id=AK_ID, access_key_secret=AK_SECRET,
                                       host=cls.dead_host, bucket=BUCKET, region=REGION,
                                       upload_dir=UPLOAD_DIR)
@@ -140,7 +133,7 @@ class BrowserUploadTest(unittest.TestCase):
         The URL is only known once the port is, so the port is reserved first."""
         last_error = None
         for _ in range(5):
-            port = free_port()
+            port = support.free_port()
             url = "http://127.0.0.1:%d" % port
             config = appserver.Config(callback_url=url + "/", **fields)
             try:
@@ -332,7 +325,7 @@ class BrowserUploadTest(unittest.TestCase):
         self.assertEqual(self.stored(self.emu, UPLOAD_DIR + "callback-203.txt"), data)
         self.screenshot(page, "callback-203.png")
 
-    def test_cancel_in_the_middle_of_a_large_upload(self):
+    def test_cancel_in_the_middle_of_a_large_upload_stores_nothing(self):
         size = 48 * 1024 * 1024
         page = self.open_served_page(self.app_slow, self.slow_emu.url)
         page.set_input_files("#file-input", [self.write_file("large.bin", bytes(size))])
@@ -363,7 +356,7 @@ class BrowserUploadTest(unittest.TestCase):
         self.assertIn("1 cancelled", page.locator("#status").text_content())
         self.screenshot(page, "cancelled.png")
 
-    def test_v4_token_and_random_name(self):
+    def test_v4_token_with_a_random_object_name(self):
         data = b"signed with OSS4-HMAC-SHA256\n"
         page = self.open_served_page(self.app_v4, self.emu.url)
         self.assertIn("V4", page.locator("#sig-version").text_content())
@@ -379,7 +372,7 @@ class BrowserUploadTest(unittest.TestCase):
         self.assertEqual(json.loads(info["detail"])["upload"]["filename"], key)
         self.screenshot(page, "v4-random-name.png")
 
-    def test_drag_and_drop(self):
+    def test_drag_and_drop_uploads_and_the_accept_list_refuses_other_types(self):
         page = self.open_served_page(self.app_v1, self.emu.url)
         # The optional accept list also applies to dropped files, which bypass the input's filter.
         page.fill("#accept-list", "text/plain, .md")
@@ -408,7 +401,7 @@ class BrowserUploadTest(unittest.TestCase):
         self.assertEqual(self.stored(self.emu, UPLOAD_DIR + "dropped.txt"), content.encode())
         self.screenshot(page, "drag-and-drop.png")
 
-    def test_keyboard_only(self):
+    def test_keyboard_only_user_can_choose_and_upload_files(self):
         page = self.open_served_page(self.app_v1, self.emu.url)
         # Playwright turns file-chooser interception on without waiting for the browser; a
         # listener registered well before the key press makes sure it is on when Enter lands.

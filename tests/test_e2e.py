@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import zlib
 import appserver
 from tests.multipart_client import get_json, post_form, token_fields
 from tests.oss_emulator import EmulatorServer
-from tests.support import REPO, start_app_server, stop_app_server
+from tests.support import REPO, free_port, start_app_server, stop_app_server
 
 AK, SECRET, BUCKET, REGION = "e2e-ak", "e2e-secret", "examplebucket", "cn-hangzhou"
 JSON_BODY = ('{"object":${object},"size":${size},"mimeType":${mimeType},'
@@ -96,7 +95,7 @@ class E2ETestCase(unittest.TestCase):
 class UploadFlowTests(E2ETestCase):
     """V1, V4 and V4+STS, each with both callback body types, a PNG, a JPEG and an x: var."""
 
-    def test_matrix(self):
+    def test_v1_v4_and_sts_with_form_and_json_callbacks_store_png_and_jpeg_and_relay_the_answer(self):
         images = [("pic.png", png_bytes(7, 5), "image/png", 7, 5),
                   ("photo.jpg", jpeg_bytes(640, 480), "image/jpeg", 640, 480)]
         for version, token in (("v1", None), ("v4", None), ("v4", "sts-token")):
@@ -133,7 +132,7 @@ class RefusedUploadTests(E2ETestCase):
     def setUp(self):
         self.data = png_bytes(2, 2)
 
-    def test_policy_tampered_after_signing(self):
+    def test_a_policy_tampered_with_after_signing_is_refused(self):
         emu, base_url = start_stack(self)
         token = get_json(base_url + "/")
         policy = json.loads(base64.b64decode(token["policy"]))
@@ -143,7 +142,7 @@ class RefusedUploadTests(E2ETestCase):
         self.assert_oss_error(reply, 403, "SignatureDoesNotMatch")
         self.assert_nothing_stored(emu, "anywhere.png")
 
-    def test_wrong_secret(self):
+    def test_a_token_signed_with_the_wrong_secret_is_refused(self):
         for version in ("v1", "v4"):
             with self.subTest(version):
                 emu, base_url = start_stack(self, access_key_secret="not-the-secret",
@@ -152,7 +151,7 @@ class RefusedUploadTests(E2ETestCase):
                 self.assert_oss_error(reply, 403, "SignatureDoesNotMatch")
                 self.assert_nothing_stored(emu, self.KEY)
 
-    def test_expired_policy(self):
+    def test_an_expired_policy_is_refused(self):
         later = time.time() + 3600
         emu, base_url = start_stack(self, {"clock": lambda: later})
         reply = self.upload(base_url, "x.png", self.data, "image/png")
@@ -160,7 +159,7 @@ class RefusedUploadTests(E2ETestCase):
                               "Invalid according to Policy: Policy expired.")
         self.assert_nothing_stored(emu, self.KEY)
 
-    def test_key_outside_dir(self):
+    def test_a_key_outside_the_upload_folder_is_refused(self):
         emu, base_url = start_stack(self)
         token = get_json(base_url + "/")
         reply = post_form(emu.url, token_fields(token, "elsewhere/x.png"), "x.png", self.data)
@@ -168,7 +167,7 @@ class RefusedUploadTests(E2ETestCase):
                               'Condition failed: ["starts-with", "$key", "user-dir-prefix/"]')
         self.assert_nothing_stored(emu, "elsewhere/x.png")
 
-    def test_one_byte_over_the_limit(self):
+    def test_one_byte_over_the_size_limit_is_refused_and_the_limit_itself_passes(self):
         emu, base_url = start_stack(self, max_upload_bytes=1000)
         reply = self.upload(base_url, "big.bin", b"b" * 1001, "application/octet-stream")
         self.assert_oss_error(reply, 400, "EntityTooLarge",
@@ -177,7 +176,7 @@ class RefusedUploadTests(E2ETestCase):
         reply = self.upload(base_url, "big.bin", b"b" * 1000, "application/octet-stream")
         self.assertEqual(reply.status, 200, reply.body)
 
-    def test_swapped_callback(self):
+    def test_a_swapped_callback_is_refused_by_the_pinned_condition(self):
         emu, base_url = start_stack(self)
         token = get_json(base_url + "/")
         pinned = token["callback"]
@@ -189,7 +188,7 @@ class RefusedUploadTests(E2ETestCase):
                               f'Condition failed: ["eq", "$callback", "{pinned}"]')
         self.assert_nothing_stored(emu, self.KEY)
 
-    def test_missing_file(self):
+    def test_a_form_without_a_file_is_refused(self):
         emu, base_url = start_stack(self)
         token = get_json(base_url + "/")
         reply = post_form(emu.url, token_fields(token, self.KEY))
@@ -197,7 +196,7 @@ class RefusedUploadTests(E2ETestCase):
                               "POST requires exactly one file upload per request.")
         self.assert_nothing_stored(emu, self.KEY)
 
-    def test_upload_aborted_midway(self):
+    def test_an_upload_aborted_midway_stores_nothing_and_calls_back_nobody(self):
         calls = []
         emu, base_url = start_stack(self, {"throttle": 500_000}, app=lambda config, emu: appserver.App(
             config, callback_hook=lambda fields: calls.append(fields) or {"Status": "OK"}))
@@ -226,7 +225,7 @@ class CallbackFailureTests(E2ETestCase):
         self.assert_oss_error(reply, 203, "CallbackFailed", "Error status : 400.")
         self.assertEqual(emu.object_path("user-dir-prefix/kept.png").read_bytes(), data)
 
-    def test_key_url_outside_the_allowed_prefixes(self):
+    def test_a_key_url_outside_the_allowed_prefixes_gives_203_and_keeps_the_object(self):
         emu, base_url = start_stack(self, pub_key_url_prefixes=appserver.DEFAULT_PUB_KEY_URL_PREFIXES)
         with self.assertLogs("appserver", "WARNING") as logs:
             reply = self.upload(base_url, "kept.png", png_bytes(1, 1), "image/png")
@@ -349,12 +348,6 @@ class DemoTests(E2ETestCase):
         self.assertIn("[app] ", output)
         for pid in children:
             self.assertFalse(os.path.exists(f"/proc/{pid}"), f"child {pid} still running")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def child_pids(pid):

@@ -16,15 +16,9 @@ import unittest
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support import REPO
+from tests.support import REPO, free_port
 
 STOP_WITHIN = 2.0  # seconds from the signal to the process's exit
-
-
-def free_port(family=socket.AF_INET, host="127.0.0.1"):
-    with socket.socket(family) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def clean_env(**extra):
