@@ -39,7 +39,9 @@ import os
 import pathlib
 import re
 import secrets
+import select
 import signal
+import socket
 import ssl
 import struct
 import sys
@@ -1646,9 +1648,17 @@ def main(argv=None):
         access_key_secret=args.access_key_secret, security_token=args.security_token,
         region=args.region, cors_origins=args.cors_origins or ("*",), throttle=args.throttle,
         host=args.host, port=args.port)
-    stop = threading.Event()
+    # A signal may land on any thread, and Python runs handlers only in the main thread once
+    # it is back in the interpreter loop: the main thread waits on the wakeup fd, which the
+    # C-level handler writes in whichever thread received the signal. The handler itself only
+    # records the signal (an Event.set() there could deadlock on the Event's own lock).
+    stopped = []
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda signum, frame: stopped.append(signum))
     try:
         emulator.start()
     except OSError as exc:
@@ -1656,8 +1666,12 @@ def main(argv=None):
         return 1
     log.info("OSS emulator for bucket %s listening on %s (objects in %s); callback public key "
              "at %s", args.bucket, emulator.url, args.root, emulator.pub_key_url)
-    while not stop.wait(0.5):
-        pass
+    while not stopped:
+        select.select([reader], [], [], 1.0)
+        try:
+            reader.recv(64)
+        except OSError:  # the timeout ran out: nothing was written
+            pass
     emulator.stop()
     log.info("OSS emulator stopped")
     return 0
