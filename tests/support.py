@@ -3,7 +3,7 @@
 - the app server and a public-key server on 127.0.0.1, and free loopback ports;
 - raw HTTP/1.1 exchanges and a strict response parser;
 - the official OSS callback example, and callbacks signed with the test keys;
-- a capture of the app's log records;
+- a capture of the app's log records, and images whose size the emulator reads;
 - fakes for the public-key cache (a counting fetch, a settable clock);
 - skips that become failures under CI=true.
 """
@@ -16,10 +16,12 @@ import pathlib
 import re
 import socket
 import socketserver
+import struct
 import threading
 import time
 import unittest
 import urllib.parse
+import zlib
 
 from tests import rsa_testkit as kit
 
@@ -482,6 +484,38 @@ def signed_headers(key, target, body, key_url, content_type=FORM, hash_name="md5
     return {"Content-Type": content_type,
             "authorization": base64.b64encode(signature).decode("ascii"),
             "x-oss-pub-key-url": base64.b64encode(key_url.encode("latin-1")).decode("ascii")}
+
+
+###############################################################################
+# Images the emulator can measure (it reports their sizes in callbacks)
+###############################################################################
+
+def png_bytes(width, height):
+    """A real, valid RGB PNG (a gradient) built with zlib."""
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+    rows = bytearray()
+    for y in range(height):
+        rows.append(0)  # filter type: none
+        for x in range(width):
+            rows += bytes(((x * 255) // max(1, width - 1), (y * 255) // max(1, height - 1), 128))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(bytes(rows), 9))
+            + chunk(b"IEND", b""))
+
+
+def jpeg_bytes(width, height, sof=0xC0):
+    """The JPEG segments that give its size: SOI, APP0 (JFIF), an APP1 to skip, fill bytes,
+    then a frame header (``sof``: 0xC0 baseline, 0xC2 progressive), and EOI."""
+    app0 = b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    exif = b"Exif\x00\x00" + b"\x00" * 300
+    frame = bytes([8]) + struct.pack(">HH", height, width) + b"\x01\x01\x11\x00"
+    return (b"\xff\xd8" + b"\xff\xe0" + struct.pack(">H", len(app0) + 2) + app0
+            + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif
+            + b"\xff\xff" + bytes([0xFF, sof]) + struct.pack(">H", len(frame) + 2) + frame
+            + b"\xff\xd9")
 
 
 ###############################################################################

@@ -14,12 +14,10 @@ import os
 import pathlib
 import re
 import shutil
-import struct
 import tempfile
 import threading
 import time
 import unittest
-import zlib
 
 from tests import support
 
@@ -43,22 +41,6 @@ RANDOM_ALPHABET = "ABCDEFGHJKMNPQRSTWXYZabcdefhijkmnprstwxyz2345678"
 TERMINAL_STATES = ("done", "callback-failed", "failed", "cancelled", "refused")
 TIMEOUT_MS = 20000
 SHORT_EXPIRY = 6                  # token lifetime (s) for the clock-skew test
-
-
-def make_png(width, height):
-    """A real, valid RGB PNG (a gradient) built with zlib, so OSS/emulator can read its size."""
-    def chunk(kind, data):
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
-    rows = bytearray()
-    for y in range(height):
-        rows.append(0)  # filter type: none
-        for x in range(width):
-            rows += bytes(((x * 255) // max(1, width - 1), (y * 255) // max(1, height - 1), 128))
-    return (b"\x89PNG\r\n\x1a\n"
-            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(bytes(rows), 9))
-            + chunk(b"IEND", b""))
 
 
 class BrowserUploadTest(unittest.TestCase):
@@ -248,7 +230,7 @@ class BrowserUploadTest(unittest.TestCase):
     # ------------------------------------------------------------------ tests
 
     def test_two_files_through_the_input_show_callback_json(self):
-        png = make_png(37, 23)
+        png = support.png_bytes(37, 23)
         text = "hello from the browser test\n\u00e9\u00e8 UTF-8 too\n".encode("utf-8")
         page = self.open_served_page(self.app_v1, self.emu.url)
         self.assertIn("V1", page.locator("#sig-version").text_content())

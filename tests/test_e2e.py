@@ -12,42 +12,23 @@ import json
 import os
 import re
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import unittest
-import zlib
 
 import appserver
 from tests.multipart_client import get_json, post_form, token_fields
 from tests.oss_emulator import EmulatorServer
-from tests.support import REPO, free_port, start_app_server, stop_app_server
+from tests.support import (REPO, free_port, jpeg_bytes, png_bytes, start_app_server,
+                           stop_app_server)
 
 AK, SECRET, BUCKET, REGION = "e2e-ak", "e2e-secret", "examplebucket", "cn-hangzhou"
 JSON_BODY = ('{"object":${object},"size":${size},"mimeType":${mimeType},'
              '"height":${imageInfo.height},"width":${imageInfo.width},"uid":${x:uid}}')
 FORM_BODY = appserver.DEFAULT_CALLBACK_BODY + "&uid=${x:uid}"
-
-
-def png_bytes(width, height):
-    def chunk(kind, data):
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-    rows = b"".join(b"\x00" + b"\x80\x40\x20" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n"
-            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
-
-
-def jpeg_bytes(width, height):
-    """A baseline JPEG header (SOI, APP0/JFIF, SOF0) and EOI: all the emulator reads."""
-    app0 = b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-    sof0 = b"\x08" + struct.pack(">HH", height, width) + b"\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
-    return (b"\xff\xd8\xff\xe0" + struct.pack(">H", len(app0) + 2) + app0
-            + b"\xff\xc0" + struct.pack(">H", len(sof0) + 2) + sof0 + b"\xff\xd9")
 
 
 def start_stack(test, emulator_options=None, app=None, **config):

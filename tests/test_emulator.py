@@ -20,11 +20,11 @@ import time
 import unittest
 import urllib.parse
 import urllib.request
-import zlib
 
 import appserver
 from tests import oss_emulator as emu_mod
 from tests.multipart_client import Reply, post_form
+from tests.support import jpeg_bytes, png_bytes
 from tests.oss_emulator import (BodyReader, EmulatorServer, MultipartReader, OSSError,
                                 RSAPrivateKey, PrivateKeyError)
 
@@ -41,25 +41,6 @@ OPENSSL_HELLO_SIGNATURE = bytes.fromhex(
 
 
 # -- building blocks -------------------------------------------------------------------------
-
-def png_bytes(width, height):
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data))
-    raw = b"".join(b"\x00" + b"\x00\x00\x00" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
-def jpeg_bytes(width, height, sof=0xC0):
-    app0 = b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-    exif = b"Exif\x00\x00" + b"\x00" * 300          # a segment to skip before the frame header
-    frame = bytes([8]) + struct.pack(">HH", height, width) + b"\x01\x01\x11\x00"
-    return (b"\xff\xd8" + b"\xff\xe0" + struct.pack(">H", len(app0) + 2) + app0
-            + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif
-            + b"\xff\xff" + bytes([0xFF, sof]) + struct.pack(">H", len(frame) + 2) + frame
-            + b"\xff\xd9")
-
 
 def policy_b64(conditions, expiration=FAR_FUTURE):
     doc = {"expiration": expiration, "conditions": conditions}
