@@ -224,6 +224,11 @@ class WsgirefCase(unittest.TestCase):
 
 class EnvironmentAtCallTime(unittest.TestCase):
 
+    def setUp(self):
+        # With its records captured, the app sees logging configured: make_wsgi_app adds no
+        # stderr handler that would outlive this test and print during every later one.
+        capture_logs(self)
+
     def test_make_wsgi_app_without_config_reads_the_environment_when_called(self):
         first = {"OSS_ACCESS_KEY_ID": "env-id-one", "OSS_ACCESS_KEY_SECRET": "env-secret-one",
                  "OSS_UPLOAD_DIR": "one/", "OSS_CALLBACK_URL": "http://127.0.0.1:9/one"}
