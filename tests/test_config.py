@@ -165,8 +165,12 @@ class CommandLine(unittest.TestCase):
     def test_help_lists_every_variable(self):
         result = run_cli("--help")
         self.assertEqual(result.returncode, 0)
-        for name, _, _ in appserver.ENVIRONMENT:
-            self.assertIn(name, result.stdout)
+        for setting in appserver.SETTINGS:
+            self.assertIn(setting.name, result.stdout)
+            for fallback in setting.fallbacks:
+                self.assertIn(fallback, result.stdout)
+        self.assertIn("--idle-timeout", result.stdout)
+        self.assertIn("--request-timeout", result.stdout)
         self.assertIn("usage:", result.stdout)
 
     def test_wrong_arguments_print_usage_and_exit_2(self):

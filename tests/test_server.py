@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -236,14 +237,36 @@ class Shutdown(unittest.TestCase):
             self.assertEqual(client.recv(65536), b"")
 
     def test_a_stalled_log_sink_drops_lines_instead_of_growing(self):
-        access = appserver.AccessLog(logging.getLogger("appserver.test-stalled"), interval=3600)
-        logging.getLogger("appserver.test-stalled").setLevel(logging.INFO)
-        for i in range(appserver.AccessLog.MAX_PENDING + 500):
-            access.record("127.0.0.1", "GET", "/", 200, 1, 0.1)
-        self.assertEqual(len(access._pending), appserver.AccessLog.MAX_PENDING)
-        with self.assertLogs("appserver.test-stalled", "WARNING") as logs:
-            access.flush()
-        self.assertIn("500 access-log lines dropped", logs.output[0])
+        logger = logging.getLogger("appserver.test-stalled")
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        self.addCleanup(setattr, logger, "propagate", True)
+        stall = threading.Event()
+
+        class StalledSink(logging.Handler):
+            def __init__(self):
+                super().__init__()
+                self.lines = []
+
+            def emit(self, record):
+                stall.wait(10)
+                self.lines.append(record.getMessage())
+
+        sink = StalledSink()
+        logger.addHandler(sink)
+        self.addCleanup(logger.removeHandler, sink)
+        access = appserver.AccessLogQueue(logger, backlog=100)
+        for i in range(600):
+            access.record(time.time(), "127.0.0.1", "GET", "/%d" % i, 200, 1, 0.1)
+        self.assertLessEqual(access.handler.queue.qsize(), 100)
+        self.assertGreaterEqual(access.handler.dropped, 499)
+        stall.set()
+        access.flush()
+        access.record(time.time(), "127.0.0.1", "GET", "/after", 200, 1, 0.1)
+        access.flush()
+        self.assertTrue(any("access-log lines dropped" in line for line in sink.lines),
+                        sink.lines[-3:])
+        self.assertIn("/after", sink.lines[-1])
         access.close()
 
     def test_sigterm_exits_0_even_with_an_idle_keep_alive_connection(self):

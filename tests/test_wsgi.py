@@ -270,11 +270,16 @@ class EnvironmentAtCallTime(unittest.TestCase):
         self.assertEqual(status, 400)
         self.assertEqual(json.loads(body)["Status"], "Error")
 
-    def test_bad_environment_raises_config_error_naming_the_variable(self):
-        with mock.patch.dict(os.environ, {"OSS_SIGNATURE_VERSION": "v9"}, clear=True):
-            with self.assertRaises(appserver.ConfigError) as caught:
+    def test_bad_environment_is_one_line_and_exit_status_4(self):
+        # 4 is gunicorn's APP_LOAD_ERROR: the arbiter stops instead of respawning workers.
+        stderr = io.StringIO()
+        with mock.patch.dict(os.environ, {"OSS_SIGNATURE_VERSION": "v9-hidden"}, clear=True), \
+                mock.patch("sys.stderr", stderr):
+            with self.assertRaises(SystemExit) as caught:
                 appserver.make_wsgi_app()
-        self.assertEqual(caught.exception.variable, "OSS_SIGNATURE_VERSION")
+        self.assertEqual(caught.exception.code, 4)
+        self.assertEqual(stderr.getvalue(),
+                         "appserver: configuration error: OSS_SIGNATURE_VERSION must be v1 or v4\n")
 
     def test_importing_the_module_starts_nothing(self):
         code = ("import threading, appserver; "
