@@ -13,13 +13,13 @@ Standard library only; importing this module starts nothing. Run it with
 The sections below are the architecture, in dependency order: each refers only to names of
 its own section or of earlier ones.
 
- 1. Errors                   7. RSA
- 2. Encoding                 8. Key trust (key URLs, fetch, cache)
- 3. Configuration            9. Callback verification
- 4. Outbound HTTP client    10. Application (routes -> Response)
- 5. Upload policy           11. HTTP/1.1 transport
- 6. PEM/DER                 12. WSGI
-                            13. Command line
+ 1. Errors                   8. RSA
+ 2. Encoding                 9. Key trust (key URLs, fetch, cache)
+ 3. Configuration           10. Callback verification
+ 4. Outbound HTTP client    11. Application (routes -> Response)
+ 5. Grants (who may upload) 12. HTTP/1.1 transport
+ 6. Upload policy           13. WSGI
+ 7. PEM/DER                 14. Command line
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import ipaddress
 import json
 import logging
 import logging.handlers
+import math
 import os
 import queue
 import re
@@ -125,6 +126,21 @@ class CallbackRejected(RequestError):
         self.reason = reason or message
 
 
+class Unauthorized(RequestError):
+    """No credentials, or credentials that do not prove who is asking."""
+
+    status = 401
+
+    def __init__(self, message, *, headers=()):
+        super().__init__(message, headers=[("WWW-Authenticate", "Bearer")] + list(headers))
+
+
+class Forbidden(RequestError):
+    """Who is asking is known, and may not do this."""
+
+    status = 403
+
+
 class NotFound(RequestError):
     status = 404
 
@@ -151,6 +167,13 @@ class URITooLong(RequestError):
 
 class RequestHeaderFieldsTooLarge(RequestError):
     status, close = 431, True
+
+
+class TooManyRequests(RequestError):
+    status = 429
+
+    def __init__(self, message, retry_after: int):
+        super().__init__(message, headers=[("Retry-After", str(retry_after))])
 
 
 class MethodNotImplemented(RequestError):
@@ -185,6 +208,21 @@ def strict_b64decode(text: str, max_chars: int) -> bytes:
         return base64.b64decode(text, validate=True)
     except binascii.Error:
         raise ValueError("not strict base64") from None
+
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def b64url_encode(data: bytes) -> str:
+    """Unpadded base64url (RFC 4648 5), as tickets and grants carry it."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str, max_chars: int) -> bytes:
+    """Strict unpadded base64url; ValueError for anything else (padding, '+', '/', junk)."""
+    if len(text) > max_chars or len(text) % 4 == 1 or not _B64URL.fullmatch(text):
+        raise ValueError("not unpadded base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def json_compact(value) -> bytes:
@@ -241,6 +279,11 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Anything a URL parser might read differently from the fetcher: whitespace, controls,
 # backslashes (WHATWG reads '\' as '/'), and escapes (CVE-2023-24329 and friends).
 _URL_REFUSED = re.compile(r"[\x00-\x20\x7f\\%#?]")
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+_RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600}
+USER_PLACEHOLDER = "{user}"
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -372,7 +415,71 @@ def _upload_dir(value: str) -> str:
         # Without the trailing '/', 'user1' would also admit 'user10/...'.
         raise ValueError("must be a relative key prefix ending in '/', such as uploads/ "
                          "(or empty for the whole bucket)")
+    if value.count(USER_PLACEHOLDER) > 1 or "{" in value.replace(USER_PLACEHOLDER, "") \
+            or "}" in value.replace(USER_PLACEHOLDER, ""):
+        raise ValueError("may hold %s once, and no other braces" % USER_PLACEHOLDER)
     return value
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        value = value.strip().lower()
+        if value not in options:
+            raise ValueError("must be one of " + ", ".join(options))
+        return value
+    return parse
+
+
+def _key_material(value: str) -> str:
+    """A shared secret used as raw UTF-8 bytes: at least 32 of them (RFC 2104 2: a key shorter
+    than the hash output weakens HMAC)."""
+    if len(_no_controls(value).encode("utf-8")) < 32:
+        raise ValueError("must be at least 32 bytes")
+    return value
+
+
+def _header_name(value: str) -> str:
+    value = value.strip()
+    if not HEADER_NAME.fullmatch(value):
+        raise ValueError("must be an HTTP header name such as X-Auth-Request-User")
+    return value
+
+
+def _networks(value: str) -> tuple:
+    try:
+        networks = tuple(ipaddress.ip_network(part.strip(), strict=False)
+                         for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ValueError("must be comma-separated addresses or CIDRs such as 10.0.0.0/8") \
+            from None
+    return networks
+
+
+def _cors_origins(value: str) -> tuple:
+    origins = tuple(part.strip() for part in value.split(",") if part.strip())
+    if origins == ("*",):
+        return origins
+    if not origins or not all(is_http_origin(origin) for origin in origins):
+        raise ValueError("must be * or comma-separated origins such as https://example.com")
+    return origins
+
+
+def _content_types(value: str) -> tuple:
+    types = tuple(part.strip().lower() for part in value.split(",") if part.strip())
+    if not all(_MEDIA_TYPE.fullmatch(t) for t in types):
+        raise ValueError("must be comma-separated media types such as image/png,image/jpeg")
+    return types
+
+
+def _rate(value: str) -> Optional[tuple]:
+    value = value.strip().lower()
+    if value == "0":
+        return None
+    count, slash, unit = value.partition("/")
+    if not slash or unit not in _RATE_UNITS or not DECIMAL.fullmatch(count) \
+            or not 1 <= int(count) <= 10 ** 6:
+        raise ValueError("must be 0 or N/second, N/minute or N/hour")
+    return int(count), _RATE_UNITS[unit]
 
 
 def _whole_number(low: int, high: int) -> Callable[[str], int]:
@@ -382,13 +489,6 @@ def _whole_number(low: int, high: int) -> Callable[[str], int]:
             raise ValueError("must be a whole number from %d to %d" % (low, high))
         return int(value)
     return parse
-
-
-def _cors_origin(value: str) -> str:
-    value = value.strip()
-    if value != "*" and not is_http_origin(value):
-        raise ValueError("must be * or an origin such as https://example.com")
-    return value
 
 
 def _url_prefixes(value: str) -> tuple:
@@ -468,8 +568,9 @@ SETTINGS = (
             "policy lifetime in seconds"),
     Setting("OSS_MAX_UPLOAD_BYTES", "max_upload_bytes", 10 * 1024 * 1024,
             _whole_number(0, MAX_OBJECT_BYTES), "content-length-range 0..N, enforced by OSS; 0: no limit"),
-    Setting("OSS_CORS_ORIGIN", "cors_origin", "*", _cors_origin,
-            "Access-Control-Allow-Origin on token responses", empty_is_default=True),
+    Setting("OSS_CORS_ORIGIN", "cors_origins", ("*",), _cors_origins,
+            "origins allowed to fetch tokens: * or a comma-separated list (a listed Origin "
+            "is echoed, with credentials)", empty_is_default=True),
     Setting("OSS_PIN_CALLBACK", "pin_callback", True, _flag,
             "pin the callback parameter in the policy, so a client cannot redirect the "
             "callback"),
@@ -479,6 +580,30 @@ SETTINGS = (
             _whole_number(1, 16 * 1024 * 1024), "largest callback body accepted (413 above it, before reading)"),
     Setting("OSS_MAX_CONNECTIONS", "max_connections", 1024, _whole_number(1, 65535),
             "concurrent connections; more get a fast 503"),
+    Setting("OSS_TOKEN_AUTH", "token_auth", "none", _choice("none", "hmac", "header"),
+            "who may get a token: none (anyone), hmac (Bearer ticket from your app), header "
+            "(user set by an authenticating proxy)", empty_is_default=True),
+    Setting("OSS_TOKEN_AUTH_SECRET", "token_auth_secret", None, _key_material,
+            "ticket key for hmac, at least 32 bytes; never printed", "unset", secret=True),
+    Setting("OSS_TOKEN_AUTH_HEADER", "token_auth_header", None, _header_name,
+            "for header: the header your proxy sets, e.g. X-Auth-Request-User", "unset"),
+    Setting("OSS_TRUSTED_PROXIES", "trusted_proxies", _networks(LOOPBACK_NETWORKS), _networks,
+            "addresses (CIDRs) whose auth header and X-Forwarded-For are believed",
+            LOOPBACK_NETWORKS),
+    Setting("OSS_ALLOWED_CONTENT_TYPES", "allowed_content_types", (), _content_types,
+            "media types an upload may have, pinned on x-oss-content-type; empty: any",
+            "any"),
+    Setting("OSS_TOKEN_RATE", "token_rate", None, _rate,
+            "tokens per user (or client address with none): N/second, N/minute, N/hour; "
+            "0: no limit", "0"),
+    Setting("OSS_CALLBACK_BINDING", "callback_binding", True, _flag,
+            "accept only callbacks carrying a valid grant from our tokens (0: any callback "
+            "OSS signs, such as the documentation's example)"),
+    Setting("OSS_CALLBACK_SECRET", "callback_secret", None, _key_material,
+            "grant key shared by replicas and workers, at least 32 bytes; never printed",
+            "derived from the AccessKey secret", secret=True),
+    Setting("OSS_CALLBACK_WINDOW", "callback_window", 86400, _whole_number(0, 30 * 86400),
+            "seconds after a token expires that its callback is still accepted"),
     Setting("OSS_STATIC_DIR", "static_dir", None, _directory,
             "folder with the browser client, for a restyled page", "the bundled page"),
 )
@@ -546,7 +671,52 @@ def config_from_env(environ: Mapping[str, str],
     if "OSS_CALLBACK_BODY" not in environ:
         values["callback_body"] = default_callback_body(values["callback_body_type"],
                                                         values["bucket"])
+    check_token_auth(values)
+    if values["callback_binding"] and values["callback_url"]:
+        check_callback_binding(values)
     return Config(**values)
+
+
+def check_token_auth(values: dict) -> None:
+    auth = values["token_auth"]
+    if auth == "hmac" and not values["token_auth_secret"]:
+        raise ConfigError("OSS_TOKEN_AUTH_SECRET", "is required with OSS_TOKEN_AUTH=hmac")
+    if auth == "header" and not values["token_auth_header"]:
+        raise ConfigError("OSS_TOKEN_AUTH_HEADER", "is required with OSS_TOKEN_AUTH=header")
+    if auth == "none" and USER_PLACEHOLDER in values["upload_dir"]:
+        raise ConfigError("OSS_UPLOAD_DIR", "holds %s, which needs OSS_TOKEN_AUTH=hmac or "
+                                            "header to know the user" % USER_PLACEHOLDER)
+
+
+def template_fields(body: str, body_type: str) -> dict:
+    """{OSS variable: field name} for the variables a callback body template renders as a
+    whole value: 'size=${size}', or '"size":${size}' in JSON."""
+    if body_type == "application/json":
+        pairs = re.findall(r'"([^"\\]+)"\s*:\s*\$\{([A-Za-z.]+)\}', body)
+    else:
+        pairs = re.findall(r"(?:^|&)([^=&]+)=\$\{([A-Za-z.]+)\}(?=&|$)", body)
+    return {variable: name for name, variable in pairs}
+
+
+def check_callback_binding(values: dict) -> None:
+    """What binding a callback to its token needs: a bucket to compare with, a template whose
+    fields can be checked against the grant, and callback URLs that can carry one."""
+    if not values["bucket"]:
+        raise ConfigError("OSS_BUCKET", "is required for callback binding (or set "
+                                        "OSS_CALLBACK_BINDING=0)")
+    rendered = template_fields(values["callback_body"], values["callback_body_type"])
+    needed = ["bucket", "object", "size"] + (["mimeType"] if values["allowed_content_types"]
+                                             else [])
+    missing = [v for v in needed if v not in rendered]
+    if missing:
+        raise ConfigError("OSS_CALLBACK_BODY", "must render %s for callback binding (or set "
+                                               "OSS_CALLBACK_BINDING=0)"
+                          % ", ".join("${%s}" % v for v in missing))
+    for url in values["callback_url"].split(";"):
+        if "#" in url or "grant" in (name for name, _ in urllib.parse.parse_qsl(
+                urllib.parse.urlsplit(url).query, keep_blank_values=True)):
+            raise ConfigError("OSS_CALLBACK_URL", "must have no fragment and no 'grant' "
+                                                  "parameter: callback binding adds one")
 
 
 def default_callback_body(body_type: str, bucket: Optional[str]) -> str:
@@ -571,6 +741,13 @@ def config_warnings(config: Config) -> list:
     if config.placeholder_credentials:
         warnings.append("OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET are placeholders: "
                         "uploads to real OSS will fail with InvalidAccessKeyId")
+    if not config.callback_binding:
+        warnings.append("OSS_CALLBACK_BINDING=0: any callback OSS signs is accepted, also one "
+                        "that another OSS user aims at this server from their own bucket")
+    elif not config.callback_secret and config.placeholder_credentials:
+        warnings.append("callback grants use a random key of this process (placeholder "
+                        "credentials): set OSS_CALLBACK_SECRET to share one between workers "
+                        "and replicas")
     for url in filter(None, config.callback_url.split(";")):
         host = urllib.parse.urlsplit(url).hostname or ""
         try:
@@ -729,7 +906,223 @@ def fetch(scheme: str, host: str, port: int, target: str, *, method: str = "GET"
 
 
 ###############################################################################
-# 5. Upload policy ############################################################
+# 5. Grants ###################################################################
+###############################################################################
+
+# Who may upload, where, and how much: a Grant. Tickets prove who asks for a token; grants
+# ride in the callback URL, which OSS signs with the callback, and prove that a callback is
+# about an upload this server authorized. Both are HMAC-SHA256 under a purpose label, so a
+# key reused elsewhere cannot turn another system's tokens into ours.
+
+TICKET_LABEL = "oss-upload-ticket.v1."
+GRANT_LABEL = "oss-callback-grant.v1."
+GRANT_PREFIX = "v1."
+BINDING_KEY_LABEL = b"oss-appserver grant v1"
+MAX_TICKET_AHEAD = 24 * 3600   # a ticket that claims to live longer is refused
+MAX_TICKET_CHARS = 64 + 1 + 12 + 1 + 43
+MAX_GRANT_CHARS = 4096
+RATE_LIMIT_KEYS = 10000        # clients remembered by the rate limiter; the oldest go first
+USER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_TICKET = re.compile(r"([A-Za-z0-9_-]{1,64})\.([0-9]{1,12})\.([A-Za-z0-9_-]{43})")
+
+
+class Grant(NamedTuple):
+    """What one token allows: who (None with OSS_TOKEN_AUTH=none), which folder, how many
+    bytes at most (0: no limit), which content types (empty: any)."""
+
+    user: Optional[str]
+    folder: str
+    max_bytes: int
+    content_types: tuple = ()
+
+
+class TokenRequest(NamedTuple):
+    """What an authorizer sees of a token request. ``headers``: lower-case name -> values."""
+
+    method: str
+    path: str
+    headers: Mapping[str, list]
+    peer: str
+    now: float
+
+
+def _mac(key: bytes, label: str, text: str) -> str:
+    return b64url_encode(hmac.new(key, (label + text).encode("utf-8"), hashlib.sha256).digest())
+
+
+def sign_ticket(key: bytes, user: str, expiry: int) -> str:
+    """A ticket for ``user`` until ``expiry`` (Unix seconds): what the main application mints."""
+    if not USER_NAME.fullmatch(user):
+        raise ValueError("user must match [A-Za-z0-9_-]{1,64}")
+    payload = "%s.%d" % (user, expiry)
+    return payload + "." + _mac(key, TICKET_LABEL, payload)
+
+
+def unsign_ticket(key: bytes, ticket: str, now: float) -> str:
+    """The user a ticket names, or Unauthorized: malformed, forged, expired, or too far ahead."""
+    matched = _TICKET.fullmatch(ticket) if len(ticket) <= MAX_TICKET_CHARS else None
+    if matched is None:
+        raise Unauthorized("sign in to upload: the ticket is malformed")
+    user, expiry, mac = matched.groups()
+    if not hmac.compare_digest(mac, _mac(key, TICKET_LABEL, "%s.%s" % (user, expiry))):
+        raise Unauthorized("sign in to upload: the ticket is not valid")
+    if int(expiry) < now:
+        raise Unauthorized("sign in to upload: the ticket has expired")
+    if int(expiry) > now + MAX_TICKET_AHEAD:
+        raise Unauthorized("sign in to upload: the ticket expires too far ahead")
+    return user
+
+
+def encode_grant(key: bytes, grant: Grant, expiry: int) -> str:
+    claims = json_compact({"u": grant.user, "d": grant.folder, "m": grant.max_bytes,
+                           "t": list(grant.content_types), "e": expiry})
+    payload = b64url_encode(claims)
+    return GRANT_PREFIX + payload + "." + _mac(key, GRANT_LABEL, payload)
+
+
+def decode_grant(key: bytes, text: str) -> tuple:
+    """(Grant, expiry) from a grant this server issued, or CallbackRejected."""
+    version, _, rest = text.partition(".")
+    payload, _, mac = rest.partition(".")
+    if version + "." != GRANT_PREFIX or len(text) > MAX_GRANT_CHARS or not payload:
+        raise CallbackRejected("callback grant is malformed")
+    if not hmac.compare_digest(mac, _mac(key, GRANT_LABEL, payload)):
+        raise CallbackRejected("callback grant is not ours", "callback grant signature "
+                                                             "does not match")
+    try:
+        claims = json.loads(b64url_decode(payload, MAX_GRANT_CHARS))
+        grant = Grant(claims["u"], claims["d"], claims["m"], tuple(claims["t"]))
+        expiry = claims["e"]
+    except (ValueError, KeyError, TypeError):  # our own MAC over junk: a key leak or a bug
+        raise CallbackRejected("callback grant is malformed") from None
+    return grant, expiry
+
+
+def binding_key(config: Config) -> Optional[bytes]:
+    """The grant key: OSS_CALLBACK_SECRET, else derived from a static AccessKey secret (so
+    replicas and workers share it with nothing more to configure), else None (placeholder
+    credentials: the caller picks a random key for this process)."""
+    if config.callback_secret:
+        return config.callback_secret.encode("utf-8")
+    if config.placeholder_credentials:
+        return None
+    return hmac.new(config.access_key_secret.encode("utf-8"), BINDING_KEY_LABEL,
+                    hashlib.sha256).digest()
+
+
+def user_folder(config: Config, user: Optional[str]) -> str:
+    return config.upload_dir.replace(USER_PLACEHOLDER, user) if user else config.upload_dir
+
+
+def check_grant(config: Config, grant: Grant) -> Grant:
+    """An authorizer's Grant, held to the configuration: ValueError (a 500: the embedder's
+    bug) for a folder outside OSS_UPLOAD_DIR or anything malformed."""
+    base = config.upload_dir.partition(USER_PLACEHOLDER)[0]
+    if grant.user is not None and not USER_NAME.fullmatch(grant.user):
+        raise ValueError("Grant.user must match [A-Za-z0-9_-]{1,64}")
+    if not (isinstance(grant.folder, str) and grant.folder.startswith(base)
+            and (grant.folder.endswith("/") or not grant.folder)
+            and ".." not in grant.folder.split("/") and "{" not in grant.folder):
+        raise ValueError("Grant.folder must be a folder under OSS_UPLOAD_DIR")
+    if type(grant.max_bytes) is not int or not 0 <= grant.max_bytes <= MAX_OBJECT_BYTES:
+        raise ValueError("Grant.max_bytes must be a byte count")
+    if not all(isinstance(t, str) and t for t in grant.content_types):
+        raise ValueError("Grant.content_types must be media types")
+    return grant._replace(content_types=tuple(grant.content_types))
+
+
+def configured_grant(config: Config, user: Optional[str]) -> Grant:
+    return Grant(user, user_folder(config, user), config.max_upload_bytes,
+                 config.allowed_content_types)
+
+
+def peer_is_trusted(config: Config, peer: str) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    address = getattr(address, "ipv4_mapped", None) or address
+    return any(address in network for network in config.trusted_proxies)
+
+
+def authorize_none(config: Config) -> Callable[[TokenRequest], Grant]:
+    return lambda request: configured_grant(config, None)
+
+
+def authorize_hmac(config: Config) -> Callable[[TokenRequest], Grant]:
+    key = config.token_auth_secret.encode("utf-8")
+
+    def authorize(request: TokenRequest) -> Grant:
+        values = request.headers.get("authorization", [])
+        scheme, _, ticket = values[0].strip().partition(" ") if len(values) == 1 else ("", "", "")
+        if scheme.lower() != "bearer":
+            raise Unauthorized("sign in to upload: send Authorization: Bearer <ticket>")
+        return configured_grant(config, unsign_ticket(key, ticket.strip(), request.now))
+    return authorize
+
+
+def authorize_header(config: Config) -> Callable[[TokenRequest], Grant]:
+    name = config.token_auth_header.lower()
+
+    def authorize(request: TokenRequest) -> Grant:
+        # Anyone can send the header; only the proxy's word counts.
+        if not peer_is_trusted(config, request.peer):
+            raise Unauthorized("sign in to upload: not through the authenticating proxy")
+        values = request.headers.get(name, [])
+        if len(values) != 1 or not USER_NAME.fullmatch(values[0].strip()):
+            raise Unauthorized("sign in to upload: the proxy named no valid user")
+        return configured_grant(config, values[0].strip())
+    return authorize
+
+
+AUTHORIZERS = {"none": authorize_none, "hmac": authorize_hmac, "header": authorize_header}
+
+
+def client_address(config: Config, peer: str, headers: Mapping[str, list]) -> str:
+    """Whom to count a token against when there is no user. X-Forwarded-For only counts from a
+    trusted proxy, and then its rightmost entry that is not itself a trusted proxy: the
+    leftmost entries are whatever the client wrote. IPv6 clients count by their /64."""
+    address = peer
+    if peer_is_trusted(config, peer):
+        hops = [h.strip() for v in headers.get("x-forwarded-for", ()) for h in v.split(",")]
+        for hop in reversed([h for h in hops if h]):
+            address = hop
+            if not peer_is_trusted(config, hop):
+                break
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return printable(address, 64)
+    if parsed.version == 6 and not parsed.ipv4_mapped:
+        return str(ipaddress.ip_network("%s/64" % parsed, strict=False))
+    return str(getattr(parsed, "ipv4_mapped", None) or parsed)
+
+
+class RateLimiter:
+    """A token bucket per key, ``count`` per ``period`` seconds, counted in this process.
+    Memory is bounded: past ``max_keys`` the least recently seen key is forgotten."""
+
+    def __init__(self, count: int, period: float, *, max_keys: int = RATE_LIMIT_KEYS,
+                 clock: Callable[[], float] = time.monotonic):
+        self.count, self.period, self.max_keys, self.clock = count, period, max_keys, clock
+        self._buckets = collections.OrderedDict()  # key -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """0 when ``key`` may go ahead now, else the seconds until it may."""
+        now = self.clock()
+        with self._lock:
+            tokens, at = self._buckets.pop(key, (self.count, now))
+            tokens = min(self.count, tokens + (now - at) * self.count / self.period)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) * self.period / self.count
+            self._buckets[key] = (tokens - 1 if not wait else tokens, now)
+            if len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        return wait
+
+
+###############################################################################
+# 6. Upload policy ############################################################
 ###############################################################################
 
 V4_ALGORITHM = "OSS4-HMAC-SHA256"
@@ -757,12 +1150,23 @@ def sign_policy_v4(secret: str, yyyymmdd: str, region: str, policy_b64: str) -> 
     return hmac.new(key, policy_b64.encode("ascii"), hashlib.sha256).hexdigest()
 
 
-def callback_param(config: Config) -> Optional[str]:
+def grant_callback_url(url: str, grant: str) -> str:
+    """``url`` with grant=G added, the rest of its query kept byte for byte: OSS signs the
+    callback URL as it calls it, so the grant cannot be changed on the way."""
+    if "?" not in url:
+        return url + "?grant=" + grant
+    return url + ("grant=" if url.endswith(("?", "&")) else "&grant=") + grant
+
+
+def callback_param(config: Config, grant: Optional[str] = None) -> Optional[str]:
     """The base64 ``callback`` form field, in the sample's json.dumps layout and key order."""
     if not config.callback_url:
         return None
+    url = config.callback_url
+    if grant:
+        url = ";".join(grant_callback_url(u, grant) for u in url.split(";"))
     callback = {
-        "callbackUrl": config.callback_url,
+        "callbackUrl": url,
         "callbackBody": config.callback_body,
         "callbackBodyType": config.callback_body_type,
     }
@@ -771,34 +1175,46 @@ def callback_param(config: Config) -> Optional[str]:
     return b64encode_text(json.dumps(callback).encode("utf-8"))
 
 
-def issue_token(config: Config, now: Optional[float] = None) -> dict:
+def v4_fields(config: Config, now: int) -> tuple:
+    """(yyyymmdd, the V4 form fields other than the signature)."""
+    moment = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+    yyyymmdd = moment.strftime("%Y%m%d")
+    return yyyymmdd, {
+        "x-oss-signature-version": V4_ALGORITHM,
+        "x-oss-credential": "%s/%s/%s/oss/aliyun_v4_request" % (
+            config.access_key_id, yyyymmdd, config.region),
+        "x-oss-date": moment.strftime("%Y%m%dT%H%M%SZ"),
+    }
+
+
+def issue_token(config: Config, now: Optional[float] = None, grant: Optional[Grant] = None,
+                binding_key: Optional[bytes] = None) -> dict:
     """The upload token for one browser: policy, signature and callback (the response
     format of Alibaba's sample appserver.py).
 
+    ``grant`` says who uploads where (default: the configured folder and limits, no user).
+    With callback binding on and a ``binding_key``, the callback URL carries the signed grant.
     ``expire`` and the policy's ``expiration`` name the same UTC second. Everything the
     bucket must enforce is a policy condition, so a client cannot loosen it.
     """
     now = int(time.time() if now is None else now)
     expire = now + config.expire_seconds
-    conditions = [["starts-with", "$key", config.upload_dir]]
-    if config.max_upload_bytes:
-        conditions.append(["content-length-range", 0, config.max_upload_bytes])
+    grant = grant or configured_grant(config, None)
+    conditions = [["starts-with", "$key", grant.folder]]
+    if grant.max_bytes:
+        conditions.append(["content-length-range", 0, grant.max_bytes])
     if config.bucket:
         conditions.append({"bucket": config.bucket})
-    extra = {}
-    if config.signature_version == "v4":
-        moment = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
-        yyyymmdd = moment.strftime("%Y%m%d")
-        extra = {
-            "x-oss-signature-version": V4_ALGORITHM,
-            "x-oss-credential": "%s/%s/%s/oss/aliyun_v4_request" % (
-                config.access_key_id, yyyymmdd, config.region),
-            "x-oss-date": moment.strftime("%Y%m%dT%H%M%SZ"),
-        }
+    if grant.content_types:
+        # x-oss-content-type outranks the form's Content-Type and the file part's type (OSS
+        # PostObject, form elements), and an absent field fails the condition.
+        conditions.append(["in", "$x-oss-content-type", list(grant.content_types)])
+    yyyymmdd, extra = v4_fields(config, now) if config.signature_version == "v4" else ("", {})
     if config.security_token:
         extra["x-oss-security-token"] = config.security_token
     conditions.extend({name: value} for name, value in extra.items())
-    callback = callback_param(config)
+    bound = config.callback_binding and binding_key and config.callback_url
+    callback = callback_param(config, encode_grant(binding_key, grant, expire) if bound else None)
     if callback and config.pin_callback:
         # Without this condition a client could swap callbackUrl/callbackBody: OSS checks only
         # what the policy names.
@@ -815,14 +1231,16 @@ def issue_token(config: Config, now: Optional[float] = None) -> dict:
         token["signature"] = sign_policy_v1(config.access_key_secret, policy_b64)
         token.update(extra)
     token["expire"] = expire
-    token["dir"] = config.upload_dir
+    token["dir"] = grant.folder
     if callback:
         token["callback"] = callback
+    if grant.content_types:
+        token["contentTypes"] = list(grant.content_types)
     return token
 
 
 ###############################################################################
-# 6. PEM/DER ##################################################################
+# 7. PEM/DER ##################################################################
 ###############################################################################
 
 class PublicKey(NamedTuple):
@@ -956,7 +1374,7 @@ def load_public_key(data: bytes) -> PublicKey:
 
 
 ###############################################################################
-# 7. RSA ######################################################################
+# 8. RSA ######################################################################
 ###############################################################################
 
 # DER DigestInfo prefixes, NULL parameters included (RFC 8017 9.2 note 1). OSS signs with
@@ -999,7 +1417,7 @@ def rsa_verify(key: PublicKey, message: bytes, signature: bytes, hash_name: str 
 
 
 ###############################################################################
-# 8. Key trust ################################################################
+# 9. Key trust ################################################################
 ###############################################################################
 
 OSS_CALLBACK_KEY_URL = "http://gosspublic.alicdn.com/callback_pub_key_v1.pem"
@@ -1177,7 +1595,7 @@ class PublicKeyCache:
 
 
 ###############################################################################
-# 9. Callback verification ####################################################
+# 10. Callback verification ###################################################
 ###############################################################################
 
 MAX_AUTHORIZATION_CHARS = 4 * ((MAX_KEY_BITS // 8 + 2) // 3)  # base64 of an 8192-bit signature
@@ -1325,7 +1743,8 @@ def check_callback_fields(config: Config, fields: dict):
     for name_field in ("object", "filename"):
         if name_field in fields:
             name = fields[name_field]
-            if not isinstance(name, str) or not name.startswith(config.upload_dir):
+            if not isinstance(name, str) or not name.startswith(
+                    config.upload_dir.partition(USER_PLACEHOLDER)[0]):
                 raise CallbackRejected("callback object is outside the upload folder",
                                        "callback names %s %s"
                                        % (name_field, printable(repr(name))))
@@ -1338,15 +1757,72 @@ def check_callback_fields(config: Config, fields: dict):
             raise CallbackRejected("callback size is over the upload limit")
 
 
-def verify_callback(config: Config, keys, target, headers: Mapping[str, list],
-                    body: bytes) -> dict:
-    """The fields of a callback that OSS signed about one of our uploads, or CallbackRejected.
+def callback_grant(target) -> str:
+    """The one ``grant`` parameter of the callback URL's query."""
+    query = _target_bytes(target).partition(b"?")[2].decode("latin-1")
+    grants = [value for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True)
+              if name == "grant"]
+    if len(grants) != 1:
+        raise CallbackRejected("callback carries no grant from our tokens" if not grants
+                               else "callback carries more than one grant")
+    return grants[0]
+
+
+def check_bound_fields(config: Config, grant: Grant, fields: dict) -> None:
+    """Every field our template renders is present and within the grant: an attacker's
+    template could leave fields out, which a presence-optional check would let pass.
+    (config_from_env makes sure the template renders bucket, object and size.)"""
+    names = template_fields(config.callback_body, config.callback_body_type)
+    for variable in ("bucket", "object", "size", "mimeType"):
+        if variable in names and names[variable] not in fields:
+            raise CallbackRejected("callback body lacks the ${%s} field" % variable)
+    value = {variable: fields.get(name) for variable, name in names.items()}.get
+    if "bucket" in names and value("bucket") != config.bucket:
+        raise CallbackRejected("callback is for another bucket",
+                               "callback names bucket %s" % printable(repr(value("bucket"))))
+    name = value("object")
+    if "object" in names and (not isinstance(name, str) or not name.startswith(grant.folder)):
+        raise CallbackRejected("callback object is outside the granted folder",
+                               "callback names %s outside %s" % (printable(repr(name)),
+                                                                 printable(grant.folder)))
+    size = _callback_size(value("size")) if "size" in names else 0
+    if size is None or (grant.max_bytes and size > grant.max_bytes):
+        raise CallbackRejected("callback size is outside the grant")
+    if grant.content_types:
+        mime_type = value("mimeType")
+        if not isinstance(mime_type, str) or mime_type.lower() not in grant.content_types:
+            raise CallbackRejected("callback content type is not allowed",
+                                   "callback names type %s" % printable(repr(mime_type)))
+
+
+def upload_record(config: Config, grant: Optional[Grant], fields: dict) -> dict:
+    """The shape the hook gets and the answer reports: who, where, how large, and the raw
+    fields (a template's own field named "user" stays inside "fields")."""
+    names = template_fields(config.callback_body, config.callback_body_type)
+    name = fields.get(names.get("object", "object"), fields.get("object",
+                                                                 fields.get("filename")))
+    size = fields.get(names.get("size", "size"))
+    return {"user": grant.user if grant else None,
+            "bucket": fields.get(names.get("bucket", "bucket"), config.bucket),
+            "object": name, "size": _callback_size(size) if size is not None else None,
+            "fields": fields}
+
+
+def verify_callback(config: Config, keys, target, headers: Mapping[str, list], body: bytes,
+                    *, binding_key: Optional[bytes] = None, now: Optional[float] = None) -> dict:
+    """The upload a callback reports, once it is proven that OSS signed it and (with callback
+    binding on) that it is about an upload one of our tokens granted; else CallbackRejected.
 
     ``keys.get(url)`` returns the PublicKey for an allowed key URL or raises
     PubKeyUnavailable; ``target`` is the raw request target, ``headers`` maps lower-case names
-    to lists of values. The mirror of issue_token: a function of its inputs.
+    to lists of values. Returns {"user", "bucket", "object", "size", "fields"}. The mirror of
+    issue_token: a function of its inputs.
     """
     signature, pub_key_url = callback_signature_and_key_url(config, target, headers)
+    if config.callback_binding:
+        if binding_key is None:
+            raise ValueError("callback binding needs the binding key")
+        grant, expiry = decode_grant(binding_key, callback_grant(target))
     try:
         key = keys.get(pub_key_url)
     except PubKeyUnavailable as exc:
@@ -1359,11 +1835,16 @@ def verify_callback(config: Config, keys, target, headers: Mapping[str, list],
                                % (printable(target.partition("?")[0]), printable(pub_key_url)))
     fields = parse_callback_fields(config.callback_body_type, body)
     check_callback_fields(config, fields)
-    return fields
+    if not config.callback_binding:
+        return upload_record(config, None, fields)
+    if (time.time() if now is None else now) > expiry + config.callback_window:
+        raise CallbackRejected("callback grant has expired")
+    check_bound_fields(config, grant, fields)
+    return upload_record(config, grant, fields)
 
 
 ###############################################################################
-# 10. Application #############################################################
+# 11. Application #############################################################
 ###############################################################################
 
 class Response(NamedTuple):
@@ -1404,11 +1885,14 @@ def internal_error(context: str, headers=(), close: bool = False) -> Response:
     return error_response(500, "internal error (incident %s)" % incident, headers, close)
 
 
-def default_callback_hook(fields: dict) -> dict:
-    """Answer with what OSS reported. Embedders replace this to record the upload; its return
-    value is the JSON OSS relays to the browser. (The object name and size are logged on the
-    callback's access-log line, whatever the hook.)"""
-    return {"Status": "OK", "upload": fields}
+TOKEN_CACHE_ENTRIES = 4096  # tokens kept for the current second, one per grant
+
+
+def default_callback_hook(upload: dict) -> dict:
+    """Answer with who uploaded and what OSS reported. Embedders replace this to record the
+    upload; its return value is the JSON OSS relays to the browser. (The object name and size
+    are logged on the callback's access-log line, whatever the hook.)"""
+    return {"Status": "OK", "user": upload["user"], "upload": upload["fields"]}
 
 
 def scan_static_dir(root: str) -> dict:
@@ -1470,57 +1954,80 @@ def read_static_file(root: str, parts) -> bytes:
 
 class App:
     """Routing and responses, free of socket details: the http.server handler and the WSGI
-    adapter both frame what ``handle`` returns."""
+    adapter both frame what ``handle`` returns.
+
+    ``authorize(TokenRequest) -> Grant`` decides who gets a token (raise Unauthorized or
+    Forbidden to refuse); by default it is the OSS_TOKEN_AUTH mode. ``callback_hook(upload)``
+    gets each verified upload ({"user", "bucket", "object", "size", "fields"}) and returns
+    the JSON answer OSS relays to the browser; OSS may retry, so it must be idempotent.
+    """
 
     def __init__(self, config: Config, *, static_dir: Optional[str] = None,
                  key_cache: Optional[PublicKeyCache] = None,
                  callback_hook: Optional[Callable[[dict], dict]] = None,
+                 authorize: Optional[Callable[[TokenRequest], Grant]] = None,
                  clock: Callable[[], float] = time.time):
         self.config = config
         self.key_cache = key_cache or PublicKeyCache()
         self.callback_hook = callback_hook or default_callback_hook
+        self.authorize = authorize or AUTHORIZERS[config.token_auth](config)
         self.clock = clock
+        # Placeholder credentials (the demo): a key of this process's own, with a warning.
+        self.binding_key = (binding_key(config) or os.urandom(32)) if config.callback_binding \
+            else None
+        self.rate_limiter = RateLimiter(*config.token_rate) if config.token_rate else None
         self.static_root = os.path.realpath(static_dir or config.static_dir or find_static_dir())
         self.static_files = scan_static_dir(self.static_root)
-        self._cors = [("Access-Control-Allow-Origin", config.cors_origin),
-                      ("Access-Control-Allow-Methods", ALLOWED_METHODS),
-                      ("Access-Control-Allow-Headers", "Content-Type"),
-                      ("Access-Control-Expose-Headers", "Date")]
-        if config.cors_origin != "*":
-            self._cors.append(("Vary", "Origin"))
+        self._cors = [("Access-Control-Allow-Methods", ALLOWED_METHODS),
+                      ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
+                      ("Access-Control-Expose-Headers", "Date, Retry-After")]
         self._page_csp = ("default-src 'self'; script-src 'self'; style-src 'self'; "
                           "img-src 'self' data: blob:; connect-src 'self' %s; "
                           "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
                           % config.host)
-        self._token = (None, b"")  # (second, body): a token depends only on config and second
+        self._tokens = {}  # (second, grant) -> body: a token depends on nothing else
+
+    def cors_headers(self, headers: Mapping[str, list]) -> list:
+        """CORS for one request: '*' as configured, or the request's Origin echoed (with
+        credentials) only when it is listed. Never credentials with '*'."""
+        if self.config.cors_origins == ("*",):
+            return [("Access-Control-Allow-Origin", "*")] + self._cors
+        origin = headers.get("origin", [""])[-1]
+        allowed = [("Access-Control-Allow-Origin", origin),
+                   ("Access-Control-Allow-Credentials", "true")] \
+            if origin in self.config.cors_origins else []
+        return allowed + self._cors + [("Vary", "Origin")]
 
     def handle(self, method: str, target: str, headers: Mapping[str, list],
-               content_length: Optional[int], read_body: Callable[[int], bytes]) -> Response:
+               content_length: Optional[int], read_body: Callable[[int], bytes],
+               peer: str = "") -> Response:
         """Answer one request. ``headers`` maps lower-case names to lists of values;
-        ``read_body(n)`` returns exactly n bytes or raises RequestError."""
+        ``read_body(n)`` returns exactly n bytes or raises RequestError; ``peer`` is the
+        connection's remote address."""
+        cors = self.cors_headers(headers)
         try:
             if method in ("GET", "HEAD"):
-                return self._get(target.partition("?")[0])
+                return self._get(target.partition("?")[0], headers, peer, cors)
             if method == "POST":
                 return self._callback(target, headers, content_length, read_body)
             if method == "OPTIONS":
-                return Response(204, self._cors + [("Allow", ALLOWED_METHODS),
-                                                   ("Access-Control-Max-Age", "600")])
+                return Response(204, cors + [("Allow", ALLOWED_METHODS),
+                                             ("Access-Control-Max-Age", "600")])
             if method in ("PUT", "DELETE", "PATCH"):
                 raise MethodNotAllowed("method not allowed", headers=[("Allow", ALLOWED_METHODS)])
             raise MethodNotImplemented("method not implemented")
         except RequestError as exc:
             if isinstance(exc, CallbackRejected):
                 log.warning("callback rejected: %s", exc.reason)
-            return error_response(exc.status, exc.message, self._cors + exc.headers, exc.close)
+            return error_response(exc.status, exc.message, cors + exc.headers, exc.close)
         except Exception:
-            return internal_error("handling " + printable(method, 16), self._cors)
+            return internal_error("handling " + printable(method, 16), cors)
 
-    def _get(self, path: str) -> Response:
+    def _get(self, path: str, headers, peer, cors) -> Response:
         if path == "/":
-            return self._token_response()
+            return self._token_response(path, headers, peer, cors)
         if path == "/healthz":
-            return Response(200, JSON_HEADERS + self._cors, b'{"Status":"OK"}')
+            return Response(200, JSON_HEADERS + cors, b'{"Status":"OK"}')
         static = self.static_files.get(path)
         if static is None:
             raise NotFound("not found")
@@ -1537,14 +2044,26 @@ class App:
             headers.append(("Content-Security-Policy", ASSET_CSP))
         return Response(200, headers, body)
 
-    def _token_response(self) -> Response:
-        second = int(self.clock())
-        cached_second, body = self._token
-        if cached_second != second:
+    def _token_response(self, path, headers, peer, cors) -> Response:
+        now = self.clock()
+        grant = check_grant(self.config, self.authorize(
+            TokenRequest("GET", path, headers, peer, now)))
+        if self.rate_limiter is not None:
+            wait = self.rate_limiter.take(grant.user or client_address(self.config, peer,
+                                                                       headers))
+            if wait:
+                raise TooManyRequests("too many token requests; try again later",
+                                      math.ceil(wait))
+        second = int(now)
+        body = self._tokens.get((second, grant))
+        if body is None:
             # The sample's json.dumps layout, so clients parsing it loosely keep working.
-            body = json.dumps(issue_token(self.config, second)).encode("utf-8")
-            self._token = (second, body)
-        return Response(200, JSON_HEADERS + self._cors, body)
+            body = json.dumps(issue_token(self.config, second, grant,
+                                          self.binding_key)).encode("utf-8")
+            if len(self._tokens) >= TOKEN_CACHE_ENTRIES:
+                self._tokens.clear()
+            self._tokens[(second, grant)] = body
+        return Response(200, JSON_HEADERS + cors, body)
 
     def _callback(self, target, headers, content_length, read_body) -> Response:
         # Everything that needs neither body nor key is checked first: a junk request costs
@@ -1556,10 +2075,12 @@ class App:
                                   % self.config.max_callback_bytes)
         callback_signature_and_key_url(self.config, target, headers)
         body = read_body(content_length)
-        fields = verify_callback(self.config, self.key_cache, target, headers, body)
-        answer = self.callback_hook(fields)
-        note = "object=%s size=%s" % (fields.get("object", fields.get("filename", "-")),
-                                      fields.get("size", "-"))
+        upload = verify_callback(self.config, self.key_cache, target, headers, body,
+                                 binding_key=self.binding_key, now=self.clock())
+        answer = self.callback_hook(upload)
+        note = "object=%s size=%s" % (upload["object"], upload["size"])
+        if upload["user"] is not None:
+            note += " user=%s" % upload["user"]
         return Response(200, list(JSON_HEADERS), json_compact(answer), note=note)
 
 
@@ -1571,7 +2092,7 @@ def app_warnings(app: App) -> list:
 
 
 ###############################################################################
-# 11. HTTP/1.1 transport ######################################################
+# 12. HTTP/1.1 transport ######################################################
 ###############################################################################
 
 MAX_REQUEST_LINE = 65536     # as http.server: longer is 414
@@ -1708,7 +2229,7 @@ class AppRequestHandler(socketserver.StreamRequestHandler):
         self.expect_continue = (self.version == "HTTP/1.1" and "100-continue" in
                                 (v.lower() for v in headers.get("expect", ())))
         return self.server.app.handle(self.method, self.target, headers, content_length,
-                                      self._read_body)
+                                      self._read_body, self.client_address[0])
 
     def _parse_request_line(self, line):
         if len(line) > MAX_REQUEST_LINE:
@@ -1986,7 +2507,7 @@ def make_server(config: Config, host: str = "127.0.0.1", port: int = 0, *,
 
 
 ###############################################################################
-# 12. WSGI ####################################################################
+# 13. WSGI ####################################################################
 ###############################################################################
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -2064,8 +2585,8 @@ def make_wsgi_app(config: Optional[Config] = None):
                 raise BadRequest("request body shorter than Content-Length")
             return body
 
-        status, response_headers, body, _, note = app.handle(method, target, headers,
-                                                             content_length, read_body)
+        status, response_headers, body, _, note = app.handle(
+            method, target, headers, content_length, read_body, environ.get("REMOTE_ADDR", ""))
         if note:
             log.info("%s %s: %s", printable(method, 16), printable(target.partition("?")[0]),
                      printable(note))
@@ -2079,7 +2600,7 @@ def make_wsgi_app(config: Optional[Config] = None):
 
 
 ###############################################################################
-# 13. Command line ############################################################
+# 14. Command line ############################################################
 ###############################################################################
 
 USAGE = ("usage: appserver.py [-h] [--idle-timeout SECONDS] [--request-timeout SECONDS] "
@@ -2158,6 +2679,17 @@ def local_url(host: str, port: int) -> str:
     """Where this machine reaches a server listening on host:port."""
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     return "http://%s:%d" % (url_host(host), port)
+
+
+def listen_warnings(config: Config, host: str) -> list:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if config.token_auth == "none" and not loopback:
+        return ["OSS_TOKEN_AUTH=none on %s: anyone who can reach this server gets tokens that "
+                "write into the bucket (set OSS_TOKEN_AUTH=hmac or header)" % host]
+    return []
 
 
 def print_banner(config: Config, server: AppServer) -> None:
@@ -2246,7 +2778,8 @@ def main(argv=None) -> int:
         print("appserver.py: cannot listen on %s port %d: %s" % (host, port, exc.strerror),
               file=sys.stderr)
         return 1
-    for warning in config_warnings(config) + app_warnings(server.app):
+    for warning in config_warnings(config) + listen_warnings(config, host) + \
+            app_warnings(server.app):
         log.warning("%s", warning)
     print_banner(config, server)
     # serve_forever runs in a thread: shutdown() called from the thread that serves deadlocks.
