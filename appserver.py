@@ -980,12 +980,15 @@ def encode_grant(key: bytes, grant: Grant, expiry: int) -> str:
     return GRANT_PREFIX + payload + "." + _mac(key, GRANT_LABEL, payload)
 
 
+_GRANT = re.compile(r"v1\.([A-Za-z0-9_-]{1,%d})\.([A-Za-z0-9_-]{43})" % MAX_GRANT_CHARS)
+
+
 def decode_grant(key: bytes, text: str) -> tuple:
     """(Grant, expiry) from a grant this server issued, or CallbackRejected."""
-    version, _, rest = text.partition(".")
-    payload, _, mac = rest.partition(".")
-    if version + "." != GRANT_PREFIX or len(text) > MAX_GRANT_CHARS or not payload:
+    matched = _GRANT.fullmatch(text) if len(text) <= MAX_GRANT_CHARS else None
+    if matched is None:
         raise CallbackRejected("callback grant is malformed")
+    payload, mac = matched.groups()
     if not hmac.compare_digest(mac, _mac(key, GRANT_LABEL, payload)):
         raise CallbackRejected("callback grant is not ours", "callback grant signature "
                                                              "does not match")
@@ -993,8 +996,13 @@ def decode_grant(key: bytes, text: str) -> tuple:
         claims = json.loads(b64url_decode(payload, MAX_GRANT_CHARS))
         grant = Grant(claims["u"], claims["d"], claims["m"], tuple(claims["t"]))
         expiry = claims["e"]
-    except (ValueError, KeyError, TypeError):  # our own MAC over junk: a key leak or a bug
-        raise CallbackRejected("callback grant is malformed") from None
+        valid = (type(expiry) is int and type(grant.max_bytes) is int
+                 and isinstance(grant.folder, str) and isinstance(grant.user, (str, type(None)))
+                 and all(isinstance(t, str) for t in grant.content_types))
+    except (ValueError, KeyError, TypeError):
+        valid = False
+    if not valid:  # our own MAC over junk: a leaked key or a bug, never a 500
+        raise CallbackRejected("callback grant is malformed")
     return grant, expiry
 
 
