@@ -5,6 +5,10 @@
  * host (XMLHttpRequest, for upload progress) -> OSS stores the object, calls the app server back,
  * and relays the app server's JSON answer (200) or a CallbackFailed XML (203).
  *
+ * Sign-in: the user's main application links here with #ticket=<ticket>. The ticket is moved
+ * from the address bar into sessionStorage and sent as "Authorization: Bearer <ticket>" with
+ * every token request. A 401 shows one "Sign in to upload" notice and disables the controls.
+ *
  * A classic script: everything sits in this IIFE, so it leaves no globals and also runs from
  * file:// (where Chromium refuses ES modules). No eval, no inline handlers, no innerHTML, no
  * synchronous XHR, no inline styles: the page works under a strict Content-Security-Policy.
@@ -21,6 +25,10 @@
   var RANDOM_LENGTH = 10;
   // How many files upload at the same time.
   var PARALLEL_UPLOADS = 3;
+  // Where the sign-in ticket is kept for this tab (sessionStorage: gone when the tab closes).
+  var TICKET_STORAGE_KEY = 'oss-upload-ticket';
+  // A ticket goes into an HTTP header: printable ASCII without spaces, and not absurdly long.
+  var TICKET_SYNTAX = /^[\x21-\x7e]{1,1024}$/;
   var CORS_HINT = 'The bucket needs a CORS rule that allows POST from this page\u2019s origin ' +
     '(see \u201cBucket CORS\u201d in the README).';
 
@@ -40,6 +48,9 @@
     uploadDir: byId('upload-dir'),
     sizeLimit: byId('size-limit'),
     sigVersion: byId('sig-version'),
+    contentTypes: byId('content-types'),
+    signin: byId('signin'),
+    signinDetail: byId('signin-detail'),
     acceptList: byId('accept-list'),
     dropzone: byId('dropzone'),
     chooseFiles: byId('choose-files'),
@@ -100,6 +111,96 @@
   UserError.prototype = Object.create(Error.prototype);
   UserError.prototype.constructor = UserError;
 
+  // The app server answered 401: no ticket, or one it does not accept (malformed, expired).
+  function SignInError(detail) {
+    this.name = 'SignInError';
+    this.message = 'Sign in to upload.';
+    this.detail = detail || '';
+  }
+  SignInError.prototype = Object.create(Error.prototype);
+  SignInError.prototype.constructor = SignInError;
+
+  /* ------------------------------------------------------------------ sign-in ticket */
+
+  var auth = { ticket: null, signedOut: false };
+
+  function storeTicket(ticket) {
+    try {
+      if (ticket) { sessionStorage.setItem(TICKET_STORAGE_KEY, ticket); } else { sessionStorage.removeItem(TICKET_STORAGE_KEY); }
+    } catch (e) { /* storage disabled: the ticket lives as long as the page */ }
+  }
+
+  function storedTicket() {
+    try { return sessionStorage.getItem(TICKET_STORAGE_KEY); } catch (e) { return null; }
+  }
+
+  // Takes "ticket" out of the fragment (#ticket=...), keeps it for this tab, and rewrites the
+  // address bar without it (same path and query; other fragment parameters stay), so it does
+  // not linger in the history, in bookmarks or in a copied link. True when there was one.
+  function takeTicketFromFragment() {
+    var fragment = location.hash.replace(/^#/, '');
+    if (fragment === '') { return false; }
+    var params = new URLSearchParams(fragment);
+    if (!params.has('ticket')) { return false; }
+    var ticket = (params.get('ticket') || '').trim();
+    params.delete('ticket');
+    var rest = params.toString();
+    try {
+      history.replaceState(history.state, '', location.pathname + location.search + (rest ? '#' + rest : ''));
+    } catch (e) { /* the ticket is still taken; only the address bar keeps it */ }
+    if (TICKET_SYNTAX.test(ticket)) {
+      auth.ticket = ticket;
+      storeTicket(ticket);
+    }
+    return true;
+  }
+
+  function loadTicket() {
+    if (!takeTicketFromFragment() || !auth.ticket) {
+      var kept = storedTicket();
+      auth.ticket = kept && TICKET_SYNTAX.test(kept) ? kept : null;
+    }
+  }
+
+  function tokenRequestHeaders() {
+    return auth.ticket ? { Authorization: 'Bearer ' + auth.ticket } : {};
+  }
+
+  // One notice for the whole page (not an error per file); the upload controls are off meanwhile.
+  function setSignedOut(signedOut, detail) {
+    auth.signedOut = signedOut;
+    els.signin.hidden = !signedOut;
+    els.signinDetail.textContent = signedOut ? detail : '';
+    els.chooseFiles.disabled = signedOut;
+    els.fileInput.disabled = signedOut;
+    els.dropzone.classList.toggle('is-disabled', signedOut);
+    if (signedOut) { els.dropzone.setAttribute('aria-disabled', 'true'); } else { els.dropzone.removeAttribute('aria-disabled'); }
+    if (!signedOut) {          // files that waited for the sign-in are simply ready again
+      items.forEach(function (it) { if (it.state === 'ready' && it.message) { setState(it, 'ready', ''); } });
+    }
+    refresh();
+  }
+
+  function signInDetail(hadTicket, serverMessage) {
+    var text = hadTicket
+      ? 'Your sign-in for this page was not accepted; it may have expired. '
+      : 'This page needs a sign-in from the application that sent you here. ';
+    text += 'Open the upload page from that application again.';
+    // Why a ticket was refused (expired, malformed) helps; "no ticket" would only repeat the above.
+    if (hadTicket && serverMessage) { text += ' (The app server said: ' + serverMessage + ')'; }
+    return text;
+  }
+
+  // Retry-After is seconds or an HTTP date (RFC 9110 10.2.3); null when absent or unreadable
+  // (cross-origin, it is readable only when the server lists it in Access-Control-Expose-Headers).
+  function retryAfterSeconds(response) {
+    var value = (response.headers.get('Retry-After') || '').trim();
+    if (/^\d+$/.test(value)) { return parseInt(value, 10); }
+    var when = Date.parse(value);
+    if (!isFinite(when)) { return null; }
+    return Math.max(1, Math.ceil(when / 1000 - serverNow()));
+  }
+
   /* ------------------------------------------------------------------ token + policy */
 
   function base64ToText(b64) {
@@ -109,10 +210,12 @@
     return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   }
 
-  // Reads what the browser must respect from the signed policy: the size range and the key prefix.
+  // Reads what the browser must respect from the signed policy: the size range, the key prefix
+  // and the allowed content types (an "in" condition on $x-oss-content-type).
   function parsePolicy(policyB64) {
     var doc = JSON.parse(base64ToText(policyB64));
-    var out = { minSize: 0, maxSize: Infinity, keyPrefix: null, exactKey: null, expiration: doc.expiration };
+    var out = { minSize: 0, maxSize: Infinity, keyPrefix: null, exactKey: null, contentTypes: null,
+      expiration: doc.expiration };
     var conditions = Array.isArray(doc.conditions) ? doc.conditions : [];
     conditions.forEach(function (c) {
       if (Array.isArray(c) && c.length === 3) {
@@ -125,6 +228,12 @@
           out.keyPrefix = String(c[2]);
         } else if (op === 'eq' && field === '$key') {
           out.exactKey = String(c[2]);
+        } else if (op === 'in' && field === '$x-oss-content-type' && Array.isArray(c[2])) {
+          // OSS compares the posted x-oss-content-type with each entry exactly. Two such
+          // conditions must both hold: keep what is in both lists.
+          var listed = c[2].map(String);
+          out.contentTypes = out.contentTypes === null ? listed
+            : out.contentTypes.filter(function (t) { return listed.indexOf(t) !== -1; });
         }
       } else if (c && typeof c === 'object' && !Array.isArray(c)) {
         Object.keys(c).forEach(function (k) {
@@ -177,6 +286,13 @@
     try { t.limits = parsePolicy(t.policy); } catch (e) {
       throw new UserError('The token\u2019s policy could not be decoded.');
     }
+    // The policy's list is what OSS enforces, so it wins; the token's "contentTypes" covers a
+    // server that lists them without pinning them in the policy.
+    t.sendContentType = t.limits.contentTypes !== null;
+    t.contentTypes = t.limits.contentTypes;
+    if (t.contentTypes === null && Array.isArray(json.contentTypes)) {
+      t.contentTypes = json.contentTypes.filter(function (x) { return typeof x === 'string'; });
+    }
     return t;
   }
 
@@ -213,7 +329,8 @@
   function fetchToken() {
     var url = tokenUrl();
     var sentAt = Date.now();
-    return fetch(url, { method: 'GET', cache: 'no-store', credentials: 'omit', redirect: 'error' })
+    return fetch(url, { method: 'GET', cache: 'no-store', credentials: 'omit', redirect: 'error',
+      headers: tokenRequestHeaders() })
       .catch(function () {
         throw new UserError('Could not reach the app server at ' + url + ' (is it running, and does it ' +
           'allow this page with Access-Control-Allow-Origin?).');
@@ -223,7 +340,13 @@
         if (!response.ok) {
           return response.text().then(function (body) {
             var detail = '';
-            try { detail = JSON.parse(body).Message || ''; } catch (e) { detail = ''; }
+            try { detail = String(JSON.parse(body).Message || ''); } catch (e) { detail = ''; }
+            if (response.status === 401) { throw new SignInError(detail); }
+            if (response.status === 429) {
+              var wait = retryAfterSeconds(response);
+              throw new UserError('Too many uploads started in a short time. ' + (wait !== null
+                ? 'Try again in ' + plural(wait, 'second') + '.' : 'Try again in a moment.'));
+            }
             throw new UserError('The app server refused a token: HTTP ' + response.status +
               (detail ? ' \u2013 ' + detail : '') + '.');
           });
@@ -248,6 +371,7 @@
           }
           tokenState.token = token;
           tokenState.serverKey = url;
+          if (auth.signedOut) { setSignedOut(false); }
           showToken(token);
           return token;
         });
@@ -285,6 +409,9 @@
     } else {
       els.sizeLimit.textContent = formatBytesExact(lim.maxSize);
     }
+    els.contentTypes.textContent = t.contentTypes === null ? 'any'
+      : t.contentTypes.length ? t.contentTypes.join(', ') : 'none';
+    syncAcceptAttribute();
     els.sigVersion.textContent = t.version === 'v4' ? 'V4 (OSS4-HMAC-SHA256)' : 'V1 (HMAC-SHA1)';
     if (t.securityToken) { els.sigVersion.textContent += ', STS'; }
     if (t.callback) { els.sigVersion.textContent += ', with callback'; }
@@ -353,9 +480,12 @@
     });
   }
 
+  // The file chooser offers what the user's list allows, or else what the app server allows.
   function syncAcceptAttribute() {
     var tokens = acceptTokens();
+    var serverTypes = tokenState.token ? tokenState.token.contentTypes : null;
     if (tokens.length) { els.fileInput.setAttribute('accept', tokens.join(',')); }
+    else if (serverTypes && serverTypes.length) { els.fileInput.setAttribute('accept', serverTypes.join(',')); }
     else { els.fileInput.removeAttribute('accept'); }
   }
 
@@ -423,6 +553,12 @@
       return false;
     }
     if (token) {
+      if (token.contentTypes !== null && token.contentTypes.indexOf(item.file.type) === -1) {
+        setState(item, 'refused', 'Type ' + (item.file.type ||
+          'unknown (the browser could not tell this file\u2019s type)') + ' is not allowed by the app server; ' +
+          (token.contentTypes.length ? 'allowed: ' + token.contentTypes.join(', ') + '.' : 'it allows no type.'));
+        return false;
+      }
       var lim = token.limits;
       if (item.file.size > lim.maxSize) {
         setState(item, 'refused', 'Too large: the file is ' + formatBytesExact(item.file.size) +
@@ -441,6 +577,7 @@
   function addFiles(fileList) {
     var files = Array.prototype.slice.call(fileList || []);
     if (files.length === 0) { return; }
+    if (auth.signedOut) { announce('Sign in to upload.'); return; }
     files.forEach(function (file) {
       var item = createItem(file);
       items.push(item);
@@ -527,6 +664,9 @@
   /* ------------------------------------------------------------------ upload */
 
   function runQueue() {
+    if (auth.signedOut) {      // no token without a sign-in: the files wait instead of failing
+      items.forEach(function (it) { if (it.state === 'queued') { setState(it, 'ready', 'waiting for you to sign in'); } });
+    }
     refresh();
     while (active < PARALLEL_UPLOADS) {
       var next = null;
@@ -586,6 +726,10 @@
     if (token.securityToken) { fd.append('x-oss-security-token', token.securityToken); }
     fd.append('success_action_status', '200');
     if (token.callback) { fd.append('callback', token.callback); }
+    // OSS stores this as the object's type (it outranks the form's Content-Type and the file
+    // part's type) and checks it against the policy's list. Only sent when the policy has one,
+    // so the form is otherwise exactly as before.
+    if (token.sendContentType) { fd.append('x-oss-content-type', file.type); }
     fd.append('file', file, file.name);
     return fd;
   }
@@ -709,6 +853,12 @@
       announce(item.file.name + ' cancelled.');
       return;
     }
+    if (err && err.name === 'SignInError') {
+      // The page-wide notice says it once; the file waits for the next try.
+      signInRequired(err);
+      setState(item, 'ready', 'waiting for you to sign in');
+      return;
+    }
     var msg = err && err.message ? err.message : String(err);
     setState(item, 'failed', msg);
     announce(item.file.name + ' failed: ' + msg);
@@ -751,7 +901,7 @@
     }
     var busy = c('uploading') + c('queued') > 0;
     els.status.dataset.busy = busy ? 'true' : 'false';
-    els.startUpload.disabled = c('ready') === 0;
+    els.startUpload.disabled = c('ready') === 0 || auth.signedOut;
     els.clearFinished.disabled = (c('done') + c('callback-failed') + c('cancelled') + c('refused') + c('failed')) === 0;
   }
 
@@ -773,13 +923,37 @@
     refresh();
   }
 
+  // Several files may meet the same 401 at once: the notice is set and announced once.
+  function signInRequired(err) {
+    forgetToken();
+    var hadTicket = auth.ticket !== null;
+    if (hadTicket) {           // refused: a reload must not send it again
+      auth.ticket = null;
+      storeTicket(null);
+    }
+    els.bucketHost.textContent = 'not known (sign in first)';
+    if (!auth.signedOut) {
+      setSignedOut(true, signInDetail(hadTicket, err.detail));
+      announce('Sign in to upload.');
+    }
+  }
+
   function loadToken() {
     ensureToken().catch(function (err) {
+      if (err && err.name === 'SignInError') { signInRequired(err); return; }
       els.bucketHost.textContent = 'not known (no token)';
       els.status.textContent = err.message;
       lastStatus = err.message;
     });
   }
+
+  // The main application may send a new ticket to a page that is already open.
+  window.addEventListener('hashchange', function () {
+    if (takeTicketFromFragment() && auth.ticket) {
+      forgetToken();
+      loadToken();
+    }
+  });
 
   els.chooseFiles.addEventListener('click', function () { els.fileInput.click(); });
   els.fileInput.addEventListener('change', function () {
@@ -794,12 +968,13 @@
   var dragDepth = 0;
   els.dropzone.addEventListener('dragenter', function (ev) {
     ev.preventDefault();
+    if (auth.signedOut) { return; }   // nothing is taken until the user signs in
     dragDepth += 1;
     els.dropzone.classList.add('is-dragover');
   });
   els.dropzone.addEventListener('dragover', function (ev) {
     ev.preventDefault();
-    if (ev.dataTransfer) { ev.dataTransfer.dropEffect = 'copy'; }
+    if (ev.dataTransfer) { ev.dataTransfer.dropEffect = auth.signedOut ? 'none' : 'copy'; }
   });
   els.dropzone.addEventListener('dragleave', function () {
     dragDepth = Math.max(0, dragDepth - 1);
@@ -809,12 +984,13 @@
     ev.preventDefault();
     dragDepth = 0;
     els.dropzone.classList.remove('is-dragover');
-    if (ev.dataTransfer && ev.dataTransfer.files) { addFiles(ev.dataTransfer.files); }
+    if (ev.dataTransfer && ev.dataTransfer.files) { addFiles(ev.dataTransfer.files); }   // refused when signed out
   });
   // A file dropped next to the zone must not make the browser navigate away from the page.
   window.addEventListener('dragover', function (ev) { ev.preventDefault(); });
   window.addEventListener('drop', function (ev) { ev.preventDefault(); });
 
+  loadTicket();
   if (servedByAppServer) {
     els.serverField.hidden = true;
     loadToken();

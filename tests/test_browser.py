@@ -4,11 +4,15 @@ Everything runs on loopback: the real app server (appserver.py) issues tokens an
 callbacks, the local OSS emulator (tests/oss_emulator.py) stores objects and calls back, and
 Debian's Chromium, driven by Playwright for Python, plays the user.
 
-Skips (with the reason) only when Playwright or /usr/bin/chromium is missing, and fails instead
-under CI=true. Screenshots land in tests/artifacts/ (git-ignored by the .gitignore the test writes
+The browser is $CHROMIUM when that is set, else Debian's /usr/bin/chromium, else Playwright's own
+Chromium if it was downloaded. Skips (naming what is missing) only when Playwright or every one of
+those is missing, and fails instead under CI=true. Screenshots land in tests/artifacts/ (git-ignored by the .gitignore the test writes
 there); tests/artifacts/screenshot.png is the one meant for the README.
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import pathlib
@@ -18,6 +22,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 
 from tests import support
 
@@ -26,7 +31,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     sync_playwright = None
 
-CHROMIUM = "/usr/bin/chromium"
+SYSTEM_CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update"]
 ARTIFACTS = support.REPO / "tests" / "artifacts"
@@ -41,6 +46,56 @@ RANDOM_ALPHABET = "ABCDEFGHJKMNPQRSTWXYZabcdefhijkmnprstwxyz2345678"
 TERMINAL_STATES = ("done", "callback-failed", "failed", "cancelled", "refused")
 TIMEOUT_MS = 20000
 SHORT_EXPIRY = 6                  # token lifetime (s) for the clock-skew test
+# Sign-in (OSS_TOKEN_AUTH=hmac): the main application's secret, and per-user folders.
+TICKET_SECRET = "browser-test-ticket-secret-0123456789abcdef"
+USER_DIR = "uploads/{user}/"
+ALLOWED_TYPES = ("image/png", "image/jpeg")
+TICKET_STORAGE_KEY = "oss-upload-ticket"    # upload.js keeps the ticket under this name
+# Records the fields of every form the page posts, in order (Chromium does not hand a
+# multipart body with a file to Playwright). Test instrumentation, not part of the page.
+RECORD_FORMS = """(() => {
+  const send = XMLHttpRequest.prototype.send;
+  window.__sentForms = [];
+  XMLHttpRequest.prototype.send = function (body) {
+    if (body instanceof FormData) {
+      window.__sentForms.push([...body.entries()].map(([name, value]) =>
+        [name, typeof value === 'string' ? value : 'file:' + value.type]));
+    }
+    return send.apply(this, arguments);
+  };
+})();"""
+
+
+def mint_ticket(user, lifetime=600, secret=TICKET_SECRET):
+    """A ticket as the user's main application mints it: <user>.<expiry>.<mac>, the mac being
+    unpadded base64url of HMAC-SHA256(secret, "oss-upload-ticket.v1.<user>.<expiry>")."""
+    expiry = int(time.time()) + lifetime
+    mac = hmac.new(secret.encode("utf-8"), ("oss-upload-ticket.v1.%s.%d" % (user, expiry)).encode(),
+                   hashlib.sha256).digest()
+    return "%s.%d.%s" % (user, expiry, base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii"))
+
+
+def find_chromium(pw):
+    """(path, None) for the browser to drive, or (None, why none is there).
+
+    $CHROMIUM, when set, is the only choice (a wrong path is an error, not a fallback); else
+    Debian's /usr/bin/chromium; else Playwright's own Chromium, where it has been downloaded."""
+    chosen = os.environ.get("CHROMIUM")
+    if chosen:
+        if os.path.exists(chosen):
+            return chosen, None
+        return None, "CHROMIUM=%s does not exist" % chosen
+    if os.path.exists(SYSTEM_CHROMIUM):
+        return SYSTEM_CHROMIUM, None
+    try:
+        bundled = pw.chromium.executable_path
+    except Exception:  # pragma: no cover - depends on the Playwright version
+        bundled = ""
+    if bundled and os.path.exists(bundled):
+        return bundled, None
+    return None, ("no Chromium: CHROMIUM is not set, %s is missing (apt-get install -y chromium), "
+                  "and Playwright's own Chromium is missing (%s)"
+                  % (SYSTEM_CHROMIUM, bundled or "no path known"))
 
 
 class BrowserUploadTest(unittest.TestCase):
@@ -50,8 +105,6 @@ class BrowserUploadTest(unittest.TestCase):
     def setUpClass(cls):
         support.require(sync_playwright is not None,
                         "Playwright for Python is not installed (pip install playwright)")
-        support.require(os.path.exists(CHROMIUM),
-                        CHROMIUM + " is missing (apt-get install -y chromium)")
         import appserver
         from tests.oss_emulator import EmulatorServer
 
@@ -64,6 +117,14 @@ class BrowserUploadTest(unittest.TestCase):
 
     @classmethod
     def _set_up(cls, appserver, EmulatorServer):
+        # The browser first: without one there is nothing to start the servers for.
+        cls.pw = sync_playwright().start()
+        cls._cleanups.append(cls.pw.stop)
+        executable, missing = find_chromium(cls.pw)
+        support.require(executable is not None, missing)
+        cls.browser = cls.pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        cls._cleanups.append(cls.browser.close)
+
         cls.tmp = pathlib.Path(tempfile.mkdtemp(prefix="oss-browser-test-"))
         cls._cleanups.append(lambda: shutil.rmtree(cls.tmp, ignore_errors=True))
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -97,27 +158,37 @@ class BrowserUploadTest(unittest.TestCase):
         cls.app_reject = app(cls.emu, pub_key_url_prefixes=("https://keys.invalid/",))
         cls.app_slow = app(cls.slow_emu, max_upload_bytes=64 * 1024 * 1024)
         cls.app_short = app(cls.emu, expire_seconds=SHORT_EXPIRY)
+        # Sign-in with a ticket, a folder per user, and only PNG and JPEG (configured as a
+        # deployer would, through the environment variables).
+        auth_env = {"OSS_ACCESS_KEY_ID": AK_ID, "OSS_ACCESS_KEY_SECRET": AK_SECRET,
+                    "OSS_HOST": cls.emu.url, "OSS_BUCKET": BUCKET, "OSS_REGION": REGION,
+                    "OSS_PUB_KEY_URL_PREFIXES": cls.emu.pub_key_url_prefix,
+                    "OSS_TOKEN_AUTH": "hmac", "OSS_TOKEN_AUTH_SECRET": TICKET_SECRET,
+                    "OSS_UPLOAD_DIR": USER_DIR, "OSS_ALLOWED_CONTENT_TYPES": ",".join(ALLOWED_TYPES)}
+        cls.app_auth = cls._start_app(appserver, env=auth_env)
+        # One token per user a minute: the second page load is over the limit.
+        cls.app_rate = cls._start_app(appserver, env=dict(auth_env, OSS_TOKEN_RATE="1/minute"))
         # Bucket host where nothing listens: the page must report a network/CORS failure.
         cls.dead_host = "http://127.0.0.1:%d" % support.free_port()
         cls.app_dead = cls._start_app(appserver, access_key_id=AK_ID, access_key_secret=AK_SECRET,
                                       host=cls.dead_host, bucket=BUCKET, region=REGION,
                                       upload_dir=UPLOAD_DIR)
 
-        cls.pw = sync_playwright().start()
-        cls._cleanups.append(cls.pw.stop)
-        cls.browser = cls.pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        cls._cleanups.append(cls.browser.close)
-
     @classmethod
-    def _start_app(cls, appserver, **fields):
-        """Start an app server whose callback_url is its own URL (as in a real deployment).
+    def _start_app(cls, appserver, env=None, **fields):
+        """Start an app server whose callback_url is its own URL (as in a real deployment),
+        configured by Config fields or, with ``env``, by environment variables.
 
         The URL is only known once the port is, so the port is reserved first."""
         last_error = None
         for _ in range(5):
             port = support.free_port()
             url = "http://127.0.0.1:%d" % port
-            config = appserver.Config(callback_url=url + "/", **fields)
+            if env is not None:
+                config = appserver.config_from_env(dict(env, OSS_CALLBACK_URL=url + "/"),
+                                                   server_url=url + "/")
+            else:
+                config = appserver.Config(callback_url=url + "/", **fields)
             try:
                 server = appserver.make_server(config, "127.0.0.1", port)
             except OSError as exc:  # the port was taken in between; try another
@@ -150,8 +221,12 @@ class BrowserUploadTest(unittest.TestCase):
 
     # ------------------------------------------------------------------ helpers
 
-    def open_page(self, url, allow_errors_from=(), init_script=None, before_goto=None):
-        """A fresh page; console errors and uncaught exceptions are collected and checked."""
+    def open_page(self, url, allow_errors_from=(), init_script=None, before_goto=None,
+                  allow_errors_at=()):
+        """A fresh page; console errors and uncaught exceptions are collected and checked.
+
+        Console errors are allowed from URLs under ``allow_errors_from`` and at the exact URLs
+        ``allow_errors_at`` (Chromium logs every 4xx answer as an error of that URL)."""
         context = self.browser.new_context(viewport={"width": 960, "height": 900})
         self.addCleanup(context.close)
         if init_script:
@@ -168,6 +243,8 @@ class BrowserUploadTest(unittest.TestCase):
             if where.endswith("/favicon.ico"):
                 return
             if any(where.startswith(prefix) for prefix in allow_errors_from):
+                return
+            if where in allow_errors_at:
                 return
             errors.append("console error: %s (at %s)" % (msg.text, where))
 
@@ -218,6 +295,19 @@ class BrowserUploadTest(unittest.TestCase):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return str(path)
+
+    def stored_type(self, emu, key):
+        """The Content-Type the emulator serves the object with (the type OSS stored)."""
+        request = urllib.request.Request(emu.url + "/" + key, method="HEAD")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.headers["Content-Type"]
+
+    def record_requests(self, page_list):
+        """A before_goto hook that appends every request the page makes to ``page_list``."""
+        return lambda page: page.on("request", lambda request: page_list.append(request))
+
+    def requests_to(self, requests, base_url):
+        return [r for r in requests if r.url == base_url or r.url.startswith(base_url + "/")]
 
     def stored(self, emu, key, timeout=5.0):
         path = emu.object_path(key)
@@ -458,6 +548,206 @@ class BrowserUploadTest(unittest.TestCase):
         page.click("#start-upload")
         self.assert_done(page, "from-disk.txt")
         self.assertEqual(self.stored(self.emu, UPLOAD_DIR + "from-disk.txt"), data)
+
+    # ------------------------------------------------------------------ sign-in and types
+
+    def test_ticket_in_the_link_uploads_into_the_users_folder(self):
+        user = "alice_01"
+        ticket = mint_ticket(user)
+        requests = []
+        page = self.open_page(self.app_auth + "/index.html?from=app#ticket=" + ticket,
+                              before_goto=self.record_requests(requests), init_script=RECORD_FORMS)
+        page.wait_for_function(
+            "h => document.getElementById('bucket-host').textContent === h", arg=self.emu.url)
+        # The ticket left the address bar (path and query kept) and lives in sessionStorage.
+        href = page.evaluate("location.href")
+        self.assertEqual(href, self.app_auth + "/index.html?from=app")
+        self.assertNotIn(ticket, href)
+        self.assertEqual(page.evaluate("k => sessionStorage.getItem(k)", TICKET_STORAGE_KEY), ticket)
+        token_requests = self.requests_to(requests, self.app_auth)
+        token_requests = [r for r in token_requests if r.url == self.app_auth + "/"]
+        self.assertEqual(len(token_requests), 1)
+        self.assertEqual(token_requests[0].headers.get("authorization"), "Bearer " + ticket)
+        self.assertEqual(page.locator("#upload-dir").text_content(), "uploads/%s/" % user)
+        self.assertEqual(page.locator("#content-types").text_content(), ", ".join(ALLOWED_TYPES))
+        self.assertEqual(page.locator("#file-input").get_attribute("accept"), ",".join(ALLOWED_TYPES))
+        self.assertTrue(page.locator("#signin").is_hidden())
+
+        png = support.png_bytes(19, 11)
+        page.set_input_files("#file-input", [self.write_file("avatar.png", png)])
+        page.click("#start-upload")
+        info = self.assert_done(page, "avatar.png")
+        key = "uploads/%s/avatar.png" % user
+        self.assertEqual(self.stored(self.emu, key), png)
+        # The policy requires x-oss-content-type to be one of the list (a form without it is
+        # refused with 403), and OSS stores the object with that type.
+        self.assertEqual(self.stored_type(self.emu, key), "image/png")
+        self.assertIn("Object name: " + key, info["result"])
+        answer = json.loads(info["detail"])
+        self.assertEqual(answer["Status"], "OK")
+        self.assertEqual(answer["user"], user)
+        self.assertEqual(answer["upload"]["mimeType"], "image/png")
+        forms = page.evaluate("window.__sentForms")
+        self.assertEqual(len(forms), 1)
+        self.assertEqual(forms[0][-2:], [["x-oss-content-type", "image/png"], ["file", "file:image/png"]])
+
+        # A reload (the fragment is gone) signs in again with the ticket kept for this tab.
+        page.reload()
+        page.wait_for_function(
+            "h => document.getElementById('bucket-host').textContent === h", arg=self.emu.url)
+        self.assertEqual(page.locator("#upload-dir").text_content(), "uploads/%s/" % user)
+        self.screenshot(page, "signed-in.png")
+
+    def test_without_a_ticket_the_page_asks_to_sign_in_and_sends_nothing(self):
+        requests, responses = [], []
+
+        def watch(page):
+            page.on("request", lambda request: requests.append(request))
+            page.on("response", lambda response: responses.append(response))
+        before = self.emu.post_count
+        page = self.open_page(self.app_auth + "/index.html", before_goto=watch,
+                              allow_errors_at=(self.app_auth + "/",))
+        notice = page.locator("#signin")
+        notice.wait_for(state="visible")
+        self.assertIn("Sign in to upload", notice.text_content())
+        # One message for the page: no error in the status line, nothing else saying 401.
+        self.assertEqual(page.locator("#status").text_content(), "No files selected.")
+        self.assertEqual(page.locator("#bucket-host").text_content(), "not known (sign in first)")
+        page.wait_for_function(
+            "() => document.getElementById('announcer').textContent === 'Sign in to upload.'")
+        mentions = page.get_by_text("Sign in to upload")
+        self.assertEqual([mentions.nth(i).get_attribute("id") for i in range(mentions.count())],
+                         ["signin-heading", "announcer"])   # the notice, and its announcement
+        self.assertNotIn("HTTP 401", page.locator("body").inner_text())
+        for control in ("#choose-files", "#file-input", "#start-upload"):
+            self.assertTrue(page.locator(control).is_disabled(), control + " is enabled")
+        token_answers = [r for r in responses if r.url == self.app_auth + "/"]
+        self.assertEqual([r.status for r in token_answers], [401])
+        self.assertEqual(token_answers[0].header_value("WWW-Authenticate"), "Bearer")
+        self.assertNotIn("authorization", token_answers[0].request.headers)
+
+        # A file dropped anyway is not taken.
+        data_transfer = page.evaluate_handle(
+            """() => { const dt = new DataTransfer();
+                       dt.items.add(new File(['x'], 'dropped.png', {type: 'image/png'}));
+                       return dt; }""")
+        page.dispatch_event("#dropzone", "drop", {"dataTransfer": data_transfer})
+        self.assertEqual(page.locator("#file-list li").count(), 0)
+        self.assertEqual(self.requests_to(requests, self.emu.url), [])
+        self.assertEqual(self.emu.post_count, before)
+        self.screenshot(page, "sign-in.png")
+
+    def test_expired_ticket_asks_to_sign_in_and_is_forgotten(self):
+        ticket = mint_ticket("bob", lifetime=-60)
+        page = self.open_page(self.app_auth + "/index.html#ticket=" + ticket,
+                              allow_errors_at=(self.app_auth + "/",))
+        notice = page.locator("#signin")
+        notice.wait_for(state="visible")
+        self.assertIn("not accepted", notice.text_content())
+        self.assertEqual(page.evaluate("location.href"), self.app_auth + "/index.html")
+        # Refused: a reload must not send it again.
+        self.assertIsNone(page.evaluate("k => sessionStorage.getItem(k)", TICKET_STORAGE_KEY))
+        self.assertTrue(page.locator("#choose-files").is_disabled())
+
+        # The main application sends a fresh ticket to the open page: it signs in.
+        fresh = mint_ticket("bob")
+        page.evaluate("t => { location.hash = 'ticket=' + t; }", fresh)
+        notice.wait_for(state="hidden")
+        page.wait_for_function(
+            "h => document.getElementById('bucket-host').textContent === h", arg=self.emu.url)
+        self.assertEqual(page.evaluate("location.href"), self.app_auth + "/index.html")
+        self.assertEqual(page.evaluate("k => sessionStorage.getItem(k)", TICKET_STORAGE_KEY), fresh)
+        self.assertTrue(page.locator("#choose-files").is_enabled())
+        self.assertEqual(page.locator("#upload-dir").text_content(), "uploads/bob/")
+
+    def test_page_opened_from_disk_sends_the_ticket_across_origins(self):
+        # Cross-origin (a file:// page): the 401 must be readable (CORS headers on the error)
+        # to show the sign-in notice, and the preflight must allow Authorization.
+        page_url = (support.REPO / "static" / "index.html").as_uri()
+        page = self.open_page(page_url, allow_errors_at=(self.app_auth + "/",))
+        page.fill("#server-url", self.app_auth)
+        page.click("#server-connect")
+        page.locator("#signin").wait_for(state="visible")
+        self.assertEqual(page.locator("#status").text_content(), "No files selected.")
+
+        user = "erin"
+        ticket = mint_ticket(user)
+        page = self.open_page(page_url + "#ticket=" + ticket)
+        self.assertEqual(page.evaluate("location.href"), page_url)
+        self.assertEqual(page.evaluate("k => sessionStorage.getItem(k)", TICKET_STORAGE_KEY), ticket)
+        page.fill("#server-url", self.app_auth)
+        page.click("#server-connect")
+        page.wait_for_function(
+            "h => document.getElementById('bucket-host').textContent === h", arg=self.emu.url)
+        png = support.png_bytes(5, 4)
+        page.set_input_files("#file-input", [self.write_file("from-disk.png", png)])
+        page.click("#start-upload")
+        self.assert_done(page, "from-disk.png")
+        self.assertEqual(self.stored(self.emu, "uploads/%s/from-disk.png" % user), png)
+
+    def test_type_not_allowed_by_the_server_is_refused_before_any_request(self):
+        user = "carol"
+        requests = []
+        page = self.open_page(self.app_auth + "/index.html#ticket=" + mint_ticket(user),
+                              before_goto=self.record_requests(requests))
+        page.wait_for_function(
+            "t => document.getElementById('content-types').textContent === t",
+            arg=", ".join(ALLOWED_TYPES))
+        before = self.emu.post_count
+        text = b"plain text is not an image\n"
+        page.set_input_files("#file-input", [self.write_file("notes.txt", text)])
+        notes = self.row(page, "notes.txt")
+        self.assertEqual(notes.get_attribute("data-state"), "refused")
+        message = notes.locator(".file-state").text_content()
+        self.assertIn("text/plain", message)                   # the file's type
+        self.assertIn("image/png, image/jpeg", message)        # the allowed list
+        self.assertTrue(page.locator("#start-upload").is_disabled())
+        self.assertEqual(self.requests_to(requests, self.emu.url), [])
+        self.assertEqual(self.emu.post_count, before)
+
+        # An allowed type next to it uploads; the refused one never leaves the browser.
+        jpeg = support.jpeg_bytes(8, 6)
+        page.set_input_files("#file-input", [self.write_file("photo.jpg", jpeg)])
+        page.click("#start-upload")
+        self.assert_done(page, "photo.jpg")
+        self.assertEqual(self.stored_type(self.emu, "uploads/%s/photo.jpg" % user), "image/jpeg")
+        self.assertEqual(notes.get_attribute("data-state"), "refused")
+        self.assertEqual(self.emu.post_count, before + 1)
+        self.assertEqual(len([r for r in self.requests_to(requests, self.emu.url)
+                              if r.method == "POST"]), 1)
+        self.assertFalse(self.emu.object_path("uploads/%s/notes.txt" % user).exists())
+        self.assertIn("1 refused", page.locator("#status").text_content())
+        self.screenshot(page, "refused-type.png")
+
+    def test_over_the_token_rate_the_page_says_when_to_try_again(self):
+        ticket = mint_ticket("dave")
+        page = self.open_page(self.app_rate + "/index.html#ticket=" + ticket,
+                              allow_errors_at=(self.app_rate + "/",))
+        page.wait_for_function(
+            "h => document.getElementById('bucket-host').textContent === h", arg=self.emu.url)
+        page.reload()   # the second token within the minute
+        status = page.locator("#status")
+        page.wait_for_function("() => /Try again/.test(document.getElementById('status').textContent)")
+        match = re.search(r"Try again in (\d+) seconds?\.", status.text_content())
+        self.assertIsNotNone(match, status.text_content())
+        self.assertTrue(1 <= int(match.group(1)) <= 60, match.group(0))
+        self.assertTrue(page.locator("#signin").is_hidden())
+
+    def test_form_without_a_type_list_carries_no_type_field(self):
+        # Without OSS_ALLOWED_CONTENT_TYPES the form is as before: no x-oss-content-type.
+        page = self.open_page(self.app_v1 + "/index.html", init_script=RECORD_FORMS)
+        page.wait_for_function(
+            "h => document.getElementById('bucket-host').textContent === h", arg=self.emu.url)
+        self.assertEqual(page.locator("#content-types").text_content(), "any")
+        self.assertIsNone(page.locator("#file-input").get_attribute("accept"))
+        page.set_input_files("#file-input", [self.write_file("untyped.txt", b"no type field\n")])
+        page.click("#start-upload")
+        self.assert_done(page, "untyped.txt")
+        forms = page.evaluate("window.__sentForms")
+        self.assertEqual([[name for name, _ in form] for form in forms],
+                         [["key", "policy", "OSSAccessKeyId", "Signature", "success_action_status",
+                           "callback", "file"]])
+        self.assertEqual(self.stored_type(self.emu, UPLOAD_DIR + "untyped.txt"), "text/plain")
 
 
 if __name__ == "__main__":
