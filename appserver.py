@@ -13,13 +13,14 @@ Standard library only; importing this module starts nothing. Run it with
 The sections below are the architecture, in dependency order: each refers only to names of
 its own section or of earlier ones.
 
- 1. Errors                   8. RSA
- 2. Encoding                 9. Key trust (key URLs, fetch, cache)
- 3. Configuration           10. Callback verification
- 4. Outbound HTTP client    11. Application (routes -> Response)
- 5. Grants (who may upload) 12. HTTP/1.1 transport
- 6. Upload policy           13. WSGI
- 7. PEM/DER                 14. Command line
+ 1. Errors                   9. RSA
+ 2. Encoding                10. Key trust (key URLs, fetch, cache)
+ 3. Configuration           11. Callback verification
+ 4. Outbound HTTP client    12. Application (routes -> Response)
+ 5. Credentials             13. HTTP/1.1 transport
+ 6. Grants (who may upload) 14. WSGI
+ 7. Upload policy           15. Command line
+ 8. PEM/DER
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import logging.handlers
 import math
 import os
 import queue
+import random
 import re
 import select
 import signal
@@ -87,6 +89,11 @@ class ConfigError(AppServerError):
 
 class FetchFailed(AppServerError):
     """An outbound request got no usable answer: refused, too slow, too large or malformed."""
+
+
+class CredentialsError(AppServerError):
+    """Temporary credentials could not be fetched: the service was unreachable, refused, or
+    answered something malformed. The message never holds a key, secret or token."""
 
 
 class KeyFormatError(AppServerError, ValueError):
@@ -182,6 +189,16 @@ class MethodNotImplemented(RequestError):
 
 class ServiceUnavailable(RequestError):
     status, close = 503, True
+
+
+class CredentialsUnavailable(RequestError):
+    """No valid credentials to sign with right now; they come back by themselves."""
+
+    status = 503
+
+    def __init__(self, retry_after: int = 5):
+        super().__init__("upload credentials unavailable",
+                         headers=[("Retry-After", str(retry_after))])
 
 
 class HTTPVersionNotSupported(RequestError):
@@ -502,6 +519,40 @@ def _url_prefixes(value: str) -> tuple:
     return prefixes
 
 
+def _session_name(value: str) -> str:
+    value = value.strip()
+    if not re.fullmatch(r"[A-Za-z0-9._@-]{2,64}", value):
+        raise ValueError("must be 2-64 of A-Z, a-z, 0-9, '.', '@', '-', '_'")
+    return value
+
+
+def _service_url(value: str) -> str:
+    value = _text(value).strip()
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # raises ValueError for a bad port
+        valid = parts.scheme in _DEFAULT_PORTS and bool(parts.hostname) and value.isascii() \
+            and not parts.username and not parts.fragment
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+def _sts_endpoint(value: str) -> str:
+    value = _service_url(value).rstrip("/")
+    parts = urllib.parse.urlsplit(value)
+    try:
+        loopback = ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        loopback = False
+    if parts.scheme != "https" and not loopback:
+        # STS answers carry secrets: plain http only to a loopback test emulator.
+        raise ValueError("must be https (plain http only for a loopback address)")
+    return value
+
+
 def _directory(value: str) -> str:
     if not os.path.isdir(_text(value)):
         raise ValueError("must name an existing folder")
@@ -604,6 +655,35 @@ SETTINGS = (
             "derived from the AccessKey secret", secret=True),
     Setting("OSS_CALLBACK_WINDOW", "callback_window", 86400, _whole_number(0, 30 * 86400),
             "seconds after a token expires that its callback is still accepted"),
+    Setting("OSS_CREDENTIALS", "credentials", "auto",
+            _choice("auto", "static", "oidc", "ram_role", "ecs", "uri"),
+            "credential provider; auto: OIDC role, RAM role, AccessKey, ECS role, URI, in that "
+            "order, from what is set", empty_is_default=True),
+    Setting("ALIBABA_CLOUD_ROLE_ARN", "role_arn", None, _text,
+            "RAM role to assume (with OIDC variables, or with an AccessKey)", "unset"),
+    Setting("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", "oidc_provider_arn", None, _text,
+            "OIDC provider for AssumeRoleWithOIDC (ACK RRSA)", "unset"),
+    Setting("ALIBABA_CLOUD_OIDC_TOKEN_FILE", "oidc_token_file", None, _text,
+            "OIDC token file, read afresh at each refresh", "unset"),
+    Setting("ALIBABA_CLOUD_ROLE_SESSION_NAME", "role_session_name", "oss-appserver",
+            _session_name, "role session name for STS", empty_is_default=True),
+    Setting("OSS_ROLE_POLICY", "role_policy", "auto", _choice("auto", "none"),
+            "auto: narrow assumed roles to PutObject/GetObject on the upload folder; none",
+            empty_is_default=True),
+    Setting("ALIBABA_CLOUD_ECS_METADATA", "ecs_role", None, _text,
+            "ECS instance RAM role name", "unset"),
+    Setting("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "ecs_metadata_disabled", False, _flag,
+            "true: never use the ECS metadata service"),
+    Setting("ALIBABA_CLOUD_IMDSV1_DISABLED", "imdsv1_disabled", False, _flag,
+            "true: hardened metadata mode only, no fallback to normal mode"),
+    Setting("ALIBABA_CLOUD_CREDENTIALS_URI", "credentials_uri", None, _service_url,
+            "URL answering JSON credentials", "unset"),
+    Setting("OSS_STS_ENDPOINT", "sts_endpoint", "https://sts.aliyuncs.com", _sts_endpoint,
+            "STS endpoint, for private deployments and tests (https; http only on loopback)"),
+    Setting("OSS_ECS_METADATA_ENDPOINT", "ecs_metadata_endpoint", "http://100.100.100.200",
+            _service_url, "metadata service, for private deployments and tests"),
+    Setting("OSS_CREDENTIAL_MARGIN_SECONDS", "credential_margin", 60, _whole_number(0, 3600),
+            "temporary credentials count as expired this long before they do"),
     Setting("OSS_STATIC_DIR", "static_dir", None, _directory,
             "folder with the browser client, for a restyled page", "the bundled page"),
 )
@@ -617,6 +697,8 @@ def _check_config(config) -> None:
 
 
 def _placeholder_credentials(config) -> bool:
+    if config.credentials in ("oidc", "ram_role", "ecs", "uri"):
+        return False
     return (config.access_key_id == PLACEHOLDER_ACCESS_KEY_ID
             or config.access_key_secret == PLACEHOLDER_ACCESS_KEY_SECRET)
 
@@ -672,9 +754,43 @@ def config_from_env(environ: Mapping[str, str],
         values["callback_body"] = default_callback_body(values["callback_body_type"],
                                                         values["bucket"])
     check_token_auth(values)
+    values["credentials"] = resolve_credentials(values)
     if values["callback_binding"] and values["callback_url"]:
         check_callback_binding(values)
     return Config(**values)
+
+
+def resolve_credentials(values: dict) -> str:
+    """The credential provider, as the official libraries pick it from what is set; with
+    OSS_CREDENTIALS forcing one, what it needs must be set."""
+    has_key = values["access_key_id"] != PLACEHOLDER_ACCESS_KEY_ID
+    oidc = values["role_arn"] and values["oidc_provider_arn"] and values["oidc_token_file"]
+    mode = values["credentials"]
+    if mode == "auto":
+        mode = ("oidc" if oidc else "ram_role" if values["role_arn"] and has_key
+                else "static" if has_key
+                else "ecs" if values["ecs_role"] and not values["ecs_metadata_disabled"]
+                else "uri" if values["credentials_uri"] else "placeholder")
+    needs = {"static": [("OSS_ACCESS_KEY_ID", has_key)],
+             "oidc": [("ALIBABA_CLOUD_ROLE_ARN", values["role_arn"]),
+                      ("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", values["oidc_provider_arn"]),
+                      ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", values["oidc_token_file"])],
+             "ram_role": [("ALIBABA_CLOUD_ROLE_ARN", values["role_arn"]),
+                          ("OSS_ACCESS_KEY_ID", has_key)],
+             "ecs": [("ALIBABA_CLOUD_ECS_METADATA_DISABLED", not values["ecs_metadata_disabled"])],
+             "uri": [("ALIBABA_CLOUD_CREDENTIALS_URI", values["credentials_uri"])]}
+    for variable, present in needs.get(mode, ()):
+        if not present:
+            raise ConfigError(variable, "is required (or must be off) for OSS_CREDENTIALS=%s"
+                              % mode)
+    if mode in ("oidc", "ram_role") and values["role_policy"] == "auto" and not values["bucket"]:
+        raise ConfigError("OSS_BUCKET", "is required for the session policy of an assumed role "
+                                        "(or set OSS_ROLE_POLICY=none)")
+    if mode in ("oidc", "ecs", "uri") and values["callback_binding"] \
+            and values["callback_url"] and not values["callback_secret"]:
+        raise ConfigError("OSS_CALLBACK_SECRET", "is required with %s credentials: grants need "
+                                                 "a key that does not rotate" % mode)
+    return mode
 
 
 def check_token_auth(values: dict) -> None:
@@ -906,7 +1022,308 @@ def fetch(scheme: str, host: str, port: int, target: str, *, method: str = "GET"
 
 
 ###############################################################################
-# 5. Grants ###################################################################
+# 5. Credentials ##############################################################
+###############################################################################
+
+# Where the keys that sign tokens come from, in the order of Alibaba Cloud's credentials
+# libraries: a static AccessKey, an OIDC role (ACK RRSA), a RAM role assumed with an AccessKey,
+# the ECS instance RAM role, a credentials URI. Temporary credentials are refreshed by one
+# background thread per process; request threads only read what it last fetched.
+
+STS_API_VERSION = "2015-04-01"
+CREDENTIALS_FETCH_TIMEOUT = 5.0     # one STS, metadata or URI request, all included
+MAX_CREDENTIALS_RESPONSE = 64 * 1024
+STS_DURATION_SECONDS = 3600
+METADATA_TOKEN_TTL = 21600          # the metadata service's maximum, as the libraries ask
+# Refresh when less than this is left, as alibabacloud-credentials (Python) does for the ECS
+# RAM role (its stale time is expiration - 15 min); a third of the lifetime for credentials
+# that live less than 45 minutes (tests, emulators).
+REFRESH_BEFORE_EXPIRY = 15 * 60
+REFRESH_RETRY_FIRST, REFRESH_RETRY_MAX = 1.0, 60.0   # backoff after a failed refresh, seconds
+MIN_TOKEN_SECONDS = 10              # a token that would live less than this is not issued
+_EXPIRATION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """One set of keys; ``expiration`` in Unix seconds, None for keys that do not expire."""
+
+    access_key_id: str
+    access_key_secret: str = dataclasses.field(repr=False)
+    security_token: Optional[str] = dataclasses.field(default=None, repr=False)
+    expiration: Optional[float] = None
+
+
+def static_credentials(config: Config) -> Credentials:
+    return Credentials(config.access_key_id, config.access_key_secret, config.security_token)
+
+
+def _rpc_quote(text: str) -> str:
+    """RFC 3986 percent-encoding as the RPC signature wants it: space is %20, '*' is %2A."""
+    return urllib.parse.quote(text, safe="-_.~")
+
+
+def rpc_signature(method: str, params: Mapping[str, str], secret: str) -> str:
+    """Alibaba Cloud RPC signature v1.0 (HMAC-SHA1): sorted, percent-encoded parameters,
+    StringToSign = METHOD&%2F&percentEncode(query), key = secret + '&'."""
+    query = "&".join("%s=%s" % (_rpc_quote(k), _rpc_quote(v)) for k, v in sorted(params.items()))
+    string_to_sign = "%s&%s&%s" % (method, _rpc_quote("/"), _rpc_quote(query))
+    digest = hmac.new((secret + "&").encode("utf-8"), string_to_sign.encode("utf-8"),
+                      hashlib.sha1).digest()
+    return b64encode_text(digest)
+
+
+def parse_expiration(text) -> float:
+    if not isinstance(text, str) or not _EXPIRATION.fullmatch(text):
+        raise CredentialsError("malformed Expiration")
+    moment = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+    return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def credentials_from_json(document, source: str) -> Credentials:
+    """Strictly: an object whose keys are printable ASCII and whose Expiration is UTC."""
+    if not isinstance(document, dict):
+        raise CredentialsError("%s answered something other than a JSON object" % source)
+    values = [document.get(name) for name in ("AccessKeyId", "AccessKeySecret", "SecurityToken")]
+    if not all(isinstance(v, str) and _CREDENTIAL.fullmatch(v) for v in values):
+        raise CredentialsError("%s answered credentials with a missing or malformed field"
+                               % source)
+    return Credentials(values[0], values[1], values[2],
+                       parse_expiration(document.get("Expiration")))
+
+
+def _json_answer(answer: Answer, source: str):
+    try:
+        return json.loads(answer.body.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise CredentialsError("%s answered HTTP %d with a body that is not JSON"
+                               % (source, answer.status)) from None
+
+
+def _refuse_constant(name):
+    raise ValueError("JSON constant %s" % name)
+
+
+def endpoint(url: str) -> tuple:
+    """(scheme, host, port, path with query) of a configured service URL."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    return parts.scheme, parts.hostname, port, (parts.path or "/") + (
+        "?" + parts.query if parts.query else "")
+
+
+def _fetch_service(url: str, source: str, **request) -> Answer:
+    scheme, host, port, path = endpoint(url)
+    try:
+        return fetch(scheme, host, port, request.pop("target", path),
+                     timeout=CREDENTIALS_FETCH_TIMEOUT, max_bytes=MAX_CREDENTIALS_RESPONSE,
+                     **request)
+    except FetchFailed as exc:
+        raise CredentialsError("%s: %s" % (source, exc)) from None
+
+
+def sts_call(config: Config, params: dict, secret: Optional[str]) -> Credentials:
+    """One STS action; signed (RPC v1.0) when ``secret`` is given, anonymous otherwise."""
+    params = dict(params, Format="JSON", Version=STS_API_VERSION,
+                  Timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  RoleSessionName=config.role_session_name,
+                  DurationSeconds=str(STS_DURATION_SECONDS))
+    if config.role_policy == "auto":
+        params["Policy"] = role_session_policy(config)
+    if secret is not None:
+        params.update(SignatureMethod="HMAC-SHA1", SignatureVersion="1.0",
+                      SignatureNonce=uuid.uuid4().hex)
+        params["Signature"] = rpc_signature("POST", params, secret)
+    body = urllib.parse.urlencode(params, quote_via=urllib.parse.quote).encode("ascii")
+    answer = _fetch_service(config.sts_endpoint, "STS", method="POST", body=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded", "User-Agent": "oss-appserver"})
+    document = _json_answer(answer, "STS")
+    if answer.status != 200 or not isinstance(document, dict) or "Credentials" not in document:
+        code = document.get("Code") if isinstance(document, dict) else None
+        # The Code names the problem; the Message may echo the string to sign: left out.
+        raise CredentialsError("STS %s failed: HTTP %d %s" % (
+            params["Action"], answer.status, printable(str(code), 80) if code else ""))
+    return credentials_from_json(document["Credentials"], "STS")
+
+
+def role_session_policy(config: Config) -> str:
+    """The session policy for OSS_ROLE_POLICY=auto: what this server itself needs (PutObject
+    to sign uploads, GetObject to confirm them), on the upload folder only, cut at {user}."""
+    folder = config.upload_dir.partition(USER_PLACEHOLDER)[0]
+    return json.dumps({"Version": "1", "Statement": [{
+        "Effect": "Allow", "Action": ["oss:PutObject", "oss:GetObject"],
+        "Resource": ["acs:oss:*:*:%s/%s*" % (config.bucket, folder)]}]},
+        separators=(",", ":"))
+
+
+def fetch_assumed_role(config: Config) -> Credentials:
+    return sts_call(config, {"Action": "AssumeRole", "RoleArn": config.role_arn,
+                             "AccessKeyId": config.access_key_id}, config.access_key_secret)
+
+
+def fetch_oidc_role(config: Config) -> Credentials:
+    try:  # read afresh at each refresh: the platform rotates the file
+        with open(config.oidc_token_file, encoding="utf-8") as f:
+            token = f.read(20001).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CredentialsError("OIDC token file unreadable: %s" % type(exc).__name__) from None
+    if not 4 <= len(token) <= 20000:
+        raise CredentialsError("OIDC token file is empty or not a token")
+    return sts_call(config, {"Action": "AssumeRoleWithOIDC", "RoleArn": config.role_arn,
+                             "OIDCProviderArn": config.oidc_provider_arn, "OIDCToken": token},
+                    None)
+
+
+def fetch_ecs_role(config: Config) -> Credentials:
+    """The instance RAM role from the metadata service: hardened mode (a token from PUT, then
+    GETs carrying it), falling back to normal mode unless ALIBABA_CLOUD_IMDSV1_DISABLED."""
+    headers = {}
+    try:
+        answer = _fetch_service(config.ecs_metadata_endpoint, "metadata service", method="PUT",
+                                target="/latest/api/token", headers={
+                                    "X-aliyun-ecs-metadata-token-ttl-seconds":
+                                        str(METADATA_TOKEN_TTL)})
+        if answer.status != 200 or not _CREDENTIAL.fullmatch(answer.body.decode("latin-1")):
+            raise CredentialsError("metadata token request answered HTTP %d" % answer.status)
+        headers["X-aliyun-ecs-metadata-token"] = answer.body.decode("ascii")
+    except CredentialsError:
+        if config.imdsv1_disabled:
+            raise
+    base = "/latest/meta-data/ram/security-credentials/"
+    role = config.ecs_role
+    if not role:
+        role = _metadata_text(config, base, headers).strip()
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", role):
+            raise CredentialsError("metadata service lists no usable RAM role")
+    document = _json_answer(_metadata_get(config, base + role, headers), "metadata service")
+    if not isinstance(document, dict) or document.get("Code") != "Success":
+        raise CredentialsError("metadata service answered a Code other than Success")
+    return credentials_from_json(document, "metadata service")
+
+
+def _metadata_get(config: Config, target: str, headers: dict) -> Answer:
+    answer = _fetch_service(config.ecs_metadata_endpoint, "metadata service", target=target,
+                            headers=headers)
+    if answer.status != 200:
+        raise CredentialsError("metadata service answered HTTP %d" % answer.status)
+    return answer
+
+
+def _metadata_text(config: Config, target: str, headers: dict) -> str:
+    try:
+        return _metadata_get(config, target, headers).body.decode("ascii")
+    except UnicodeDecodeError:
+        raise CredentialsError("metadata service answered a role name that is not ASCII") \
+            from None
+
+
+def fetch_credentials_uri(config: Config) -> Credentials:
+    answer = _fetch_service(config.credentials_uri, "credentials URI")
+    document = _json_answer(answer, "credentials URI")
+    if answer.status != 200 or not isinstance(document, dict) \
+            or document.get("Code") != "Success":
+        raise CredentialsError("credentials URI answered HTTP %d without Code Success"
+                               % answer.status)
+    return credentials_from_json(document, "credentials URI")
+
+
+FETCHERS = {"oidc": fetch_oidc_role, "ram_role": fetch_assumed_role, "ecs": fetch_ecs_role,
+            "uri": fetch_credentials_uri}
+
+
+class CredentialProvider:
+    """The current credentials. Static ones are always there; temporary ones come from
+    ``fetch`` on a background thread, started lazily once per process ID (so that it also
+    runs in workers forked after gunicorn's --preload), and are refreshed before they run low.
+    A failed refresh is retried with backoff and jitter while the old keys stay in use.
+    """
+
+    def __init__(self, name: str, *, static: Optional[Credentials] = None,
+                 fetch: Optional[Callable[[], Credentials]] = None, margin: float = 60.0,
+                 clock: Callable[[], float] = time.time, detail: str = ""):
+        self.name, self.detail, self.margin, self.clock = name, detail, margin, clock
+        self._fetch = fetch
+        self._credentials = static
+        self._pid = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._ready = threading.Event()
+        if static is not None:
+            self._ready.set()
+
+    @property
+    def refreshes(self) -> bool:
+        return self._fetch is not None
+
+    def current(self) -> Optional[Credentials]:
+        """Credentials good for at least the margin from now, or None. Never waits."""
+        if self._fetch is not None and self._pid != os.getpid():
+            self.start()
+        credentials = self._credentials
+        if credentials is None or (credentials.expiration is not None
+                                   and credentials.expiration - self.margin <= self.clock()):
+            return None
+        return credentials
+
+    def start(self):
+        with self._lock:
+            if self._fetch is None or self._pid == os.getpid():
+                return
+            if self._pid is not None:
+                self._credentials = None  # a forked worker fetches its own
+            self._pid = os.getpid()
+            threading.Thread(target=self._refresh_forever, name="credentials-refresh",
+                             daemon=True).start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        self.start()
+        return self._ready.wait(timeout)
+
+    def _refresh_forever(self):
+        delay = REFRESH_RETRY_FIRST
+        while self._pid == os.getpid():
+            try:
+                credentials = self._fetch()
+                if credentials.expiration is not None \
+                        and credentials.expiration - self.margin <= self.clock():
+                    raise CredentialsError("credentials that are already expired")
+            except CredentialsError as exc:
+                log.warning("%s credentials: %s; retrying in %.0f s", self.name, exc, delay)
+                self._wake.wait(delay * random.uniform(0.5, 1.0))
+                delay = min(REFRESH_RETRY_MAX, delay * 2)
+                continue
+            except Exception:
+                log.exception("%s credentials: unexpected failure", self.name)
+                self._wake.wait(REFRESH_RETRY_MAX)
+                continue
+            self._credentials, delay = credentials, REFRESH_RETRY_FIRST
+            self._ready.set()
+            log.info("%s credentials refreshed; they expire in %.0f s", self.name,
+                     credentials.expiration - self.clock() if credentials.expiration else 0)
+            self._wake.wait(self._seconds_until_refresh(credentials))
+
+    def _seconds_until_refresh(self, credentials: Credentials) -> float:
+        if credentials.expiration is None:
+            return 3600.0
+        left = credentials.expiration - self.clock()
+        return max(REFRESH_RETRY_FIRST, left - max(self.margin, min(REFRESH_BEFORE_EXPIRY,
+                                                                    left / 3)))
+
+
+def make_credential_provider(config: Config, clock: Callable[[], float] = time.time):
+    if config.credentials in ("static", "placeholder"):
+        return CredentialProvider(config.credentials, static=static_credentials(config),
+                                  margin=config.credential_margin, clock=clock)
+    detail = {"oidc": config.role_arn, "ram_role": config.role_arn,
+              "ecs": config.ecs_role or "(role from the metadata service)",
+              "uri": "credentials URI"}[config.credentials]
+    return CredentialProvider(config.credentials, margin=config.credential_margin,
+                              clock=clock, detail=detail,
+                              fetch=functools.partial(FETCHERS[config.credentials], config))
+
+
+###############################################################################
+# 6. Grants ###################################################################
 ###############################################################################
 
 # Who may upload, where, and how much: a Grant. Tickets prove who asks for a token; grants
@@ -1130,7 +1547,7 @@ class RateLimiter:
 
 
 ###############################################################################
-# 6. Upload policy ############################################################
+# 7. Upload policy ############################################################
 ###############################################################################
 
 V4_ALGORITHM = "OSS4-HMAC-SHA256"
@@ -1183,20 +1600,21 @@ def callback_param(config: Config, grant: Optional[str] = None) -> Optional[str]
     return b64encode_text(json.dumps(callback).encode("utf-8"))
 
 
-def v4_fields(config: Config, now: int) -> tuple:
+def v4_fields(config: Config, now: int, access_key_id: str) -> tuple:
     """(yyyymmdd, the V4 form fields other than the signature)."""
     moment = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
     yyyymmdd = moment.strftime("%Y%m%d")
     return yyyymmdd, {
         "x-oss-signature-version": V4_ALGORITHM,
         "x-oss-credential": "%s/%s/%s/oss/aliyun_v4_request" % (
-            config.access_key_id, yyyymmdd, config.region),
+            access_key_id, yyyymmdd, config.region),
         "x-oss-date": moment.strftime("%Y%m%dT%H%M%SZ"),
     }
 
 
 def issue_token(config: Config, now: Optional[float] = None, grant: Optional[Grant] = None,
-                binding_key: Optional[bytes] = None) -> dict:
+                binding_key: Optional[bytes] = None,
+                credentials: Optional[Credentials] = None) -> dict:
     """The upload token for one browser: policy, signature and callback (the response
     format of Alibaba's sample appserver.py).
 
@@ -1206,7 +1624,11 @@ def issue_token(config: Config, now: Optional[float] = None, grant: Optional[Gra
     bucket must enforce is a policy condition, so a client cannot loosen it.
     """
     now = int(time.time() if now is None else now)
+    credentials = credentials or static_credentials(config)
     expire = now + config.expire_seconds
+    if credentials.expiration is not None:
+        # OSS checks the STS token when the upload arrives: never outlive the keys.
+        expire = min(expire, int(credentials.expiration - config.credential_margin))
     grant = grant or configured_grant(config, None)
     conditions = [["starts-with", "$key", grant.folder]]
     if grant.max_bytes:
@@ -1217,9 +1639,10 @@ def issue_token(config: Config, now: Optional[float] = None, grant: Optional[Gra
         # x-oss-content-type outranks the form's Content-Type and the file part's type (OSS
         # PostObject, form elements), and an absent field fails the condition.
         conditions.append(["in", "$x-oss-content-type", list(grant.content_types)])
-    yyyymmdd, extra = v4_fields(config, now) if config.signature_version == "v4" else ("", {})
-    if config.security_token:
-        extra["x-oss-security-token"] = config.security_token
+    yyyymmdd, extra = (v4_fields(config, now, credentials.access_key_id)
+                       if config.signature_version == "v4" else ("", {}))
+    if credentials.security_token:
+        extra["x-oss-security-token"] = credentials.security_token
     conditions.extend({name: value} for name, value in extra.items())
     bound = config.callback_binding and binding_key and config.callback_url
     callback = callback_param(config, encode_grant(binding_key, grant, expire) if bound else None)
@@ -1230,13 +1653,13 @@ def issue_token(config: Config, now: Optional[float] = None, grant: Optional[Gra
 
     policy = json.dumps({"expiration": utc_iso8601(expire), "conditions": conditions}).strip()
     policy_b64 = b64encode_text(policy.encode("utf-8"))
-    token = {"accessid": config.access_key_id, "host": config.host, "policy": policy_b64}
+    token = {"accessid": credentials.access_key_id, "host": config.host, "policy": policy_b64}
     if config.signature_version == "v4":
         token.update(extra)
-        token["x-oss-signature"] = sign_policy_v4(config.access_key_secret, yyyymmdd,
+        token["x-oss-signature"] = sign_policy_v4(credentials.access_key_secret, yyyymmdd,
                                                   config.region, policy_b64)
     else:
-        token["signature"] = sign_policy_v1(config.access_key_secret, policy_b64)
+        token["signature"] = sign_policy_v1(credentials.access_key_secret, policy_b64)
         token.update(extra)
     token["expire"] = expire
     token["dir"] = grant.folder
@@ -1248,7 +1671,7 @@ def issue_token(config: Config, now: Optional[float] = None, grant: Optional[Gra
 
 
 ###############################################################################
-# 7. PEM/DER ##################################################################
+# 8. PEM/DER ##################################################################
 ###############################################################################
 
 class PublicKey(NamedTuple):
@@ -1382,7 +1805,7 @@ def load_public_key(data: bytes) -> PublicKey:
 
 
 ###############################################################################
-# 8. RSA ######################################################################
+# 9. RSA ######################################################################
 ###############################################################################
 
 # DER DigestInfo prefixes, NULL parameters included (RFC 8017 9.2 note 1). OSS signs with
@@ -1425,7 +1848,7 @@ def rsa_verify(key: PublicKey, message: bytes, signature: bytes, hash_name: str 
 
 
 ###############################################################################
-# 9. Key trust ################################################################
+# 10. Key trust ###############################################################
 ###############################################################################
 
 OSS_CALLBACK_KEY_URL = "http://gosspublic.alicdn.com/callback_pub_key_v1.pem"
@@ -1603,7 +2026,7 @@ class PublicKeyCache:
 
 
 ###############################################################################
-# 10. Callback verification ###################################################
+# 11. Callback verification ###################################################
 ###############################################################################
 
 MAX_AUTHORIZATION_CHARS = 4 * ((MAX_KEY_BITS // 8 + 2) // 3)  # base64 of an 8192-bit signature
@@ -1852,7 +2275,7 @@ def verify_callback(config: Config, keys, target, headers: Mapping[str, list], b
 
 
 ###############################################################################
-# 11. Application #############################################################
+# 12. Application #############################################################
 ###############################################################################
 
 class Response(NamedTuple):
@@ -1974,8 +2397,10 @@ class App:
                  key_cache: Optional[PublicKeyCache] = None,
                  callback_hook: Optional[Callable[[dict], dict]] = None,
                  authorize: Optional[Callable[[TokenRequest], Grant]] = None,
+                 credentials: Optional[CredentialProvider] = None,
                  clock: Callable[[], float] = time.time):
         self.config = config
+        self.credentials = credentials or make_credential_provider(config, clock)
         self.key_cache = key_cache or PublicKeyCache()
         self.callback_hook = callback_hook or default_callback_hook
         self.authorize = authorize or AUTHORIZERS[config.token_auth](config)
@@ -2034,7 +2459,10 @@ class App:
     def _get(self, path: str, headers, peer, cors) -> Response:
         if path == "/":
             return self._token_response(path, headers, peer, cors)
-        if path == "/healthz":
+        if path == "/healthz":  # liveness: an STS outage must not restart every replica
+            return Response(200, JSON_HEADERS + cors, b'{"Status":"OK"}')
+        if path == "/readyz":   # readiness: out of the load balancer while it cannot sign
+            self.signing_credentials(self.clock())
             return Response(200, JSON_HEADERS + cors, b'{"Status":"OK"}')
         static = self.static_files.get(path)
         if static is None:
@@ -2063,15 +2491,25 @@ class App:
                 raise TooManyRequests("too many token requests; try again later",
                                       math.ceil(wait))
         second = int(now)
-        body = self._tokens.get((second, grant))
+        credentials = self.signing_credentials(now)
+        body = self._tokens.get((second, grant, credentials))
         if body is None:
             # The sample's json.dumps layout, so clients parsing it loosely keep working.
-            body = json.dumps(issue_token(self.config, second, grant,
-                                          self.binding_key)).encode("utf-8")
+            body = json.dumps(issue_token(self.config, second, grant, self.binding_key,
+                                          credentials)).encode("utf-8")
             if len(self._tokens) >= TOKEN_CACHE_ENTRIES:
                 self._tokens.clear()
-            self._tokens[(second, grant)] = body
+            self._tokens[(second, grant, credentials)] = body
         return Response(200, JSON_HEADERS + cors, body)
+
+    def signing_credentials(self, now: float) -> Credentials:
+        """Credentials that outlive a token by the margin, or CredentialsUnavailable (503)."""
+        credentials = self.credentials.current()
+        if credentials is None or (credentials.expiration is not None and
+                                   credentials.expiration - self.config.credential_margin
+                                   - now < MIN_TOKEN_SECONDS):
+            raise CredentialsUnavailable()
+        return credentials
 
     def _callback(self, target, headers, content_length, read_body) -> Response:
         # Everything that needs neither body nor key is checked first: a junk request costs
@@ -2100,7 +2538,7 @@ def app_warnings(app: App) -> list:
 
 
 ###############################################################################
-# 12. HTTP/1.1 transport ######################################################
+# 13. HTTP/1.1 transport ######################################################
 ###############################################################################
 
 MAX_REQUEST_LINE = 65536     # as http.server: longer is 414
@@ -2515,7 +2953,7 @@ def make_server(config: Config, host: str = "127.0.0.1", port: int = 0, *,
 
 
 ###############################################################################
-# 13. WSGI ####################################################################
+# 14. WSGI ####################################################################
 ###############################################################################
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -2608,7 +3046,7 @@ def make_wsgi_app(config: Optional[Config] = None):
 
 
 ###############################################################################
-# 14. Command line ############################################################
+# 15. Command line ############################################################
 ###############################################################################
 
 USAGE = ("usage: appserver.py [-h] [--idle-timeout SECONDS] [--request-timeout SECONDS] "
@@ -2632,7 +3070,17 @@ def help_text() -> str:
              "Options:"]
     for option, (_, default, meaning) in _OPTIONS.items():
         lines.append("  %-26s %s (default: %g)" % (option + " SECONDS", meaning, default))
-    lines += ["", "Environment variables (read once at startup):"]
+    lines += ["", "Credentials (OSS_CREDENTIALS=auto takes the first that is set):",
+              "  1. oidc      ALIBABA_CLOUD_ROLE_ARN + ALIBABA_CLOUD_OIDC_PROVIDER_ARN +",
+              "               ALIBABA_CLOUD_OIDC_TOKEN_FILE: STS AssumeRoleWithOIDC (ACK RRSA)",
+              "  2. ram_role  ALIBABA_CLOUD_ROLE_ARN + an AccessKey: STS AssumeRole",
+              "  3. static    OSS_ACCESS_KEY_ID/SECRET (or ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET)",
+              "  4. ecs       ALIBABA_CLOUD_ECS_METADATA=<role>: the ECS instance RAM role",
+              "               (OSS_CREDENTIALS=ecs alone discovers the role name)",
+              "  5. uri       ALIBABA_CLOUD_CREDENTIALS_URI",
+              "  otherwise placeholders, with a warning. Temporary credentials refresh in the",
+              "  background; GET / and /readyz answer 503 while none are valid.",
+              "", "Environment variables (read once at startup):"]
     for s in SETTINGS:
         names = " or ".join((s.name,) + s.fallbacks)
         lines.append("  %s\n      %s (default: %s)" % (names, s.help, s.shown_default))
@@ -2713,8 +3161,11 @@ def print_banner(config: Config, server: AppServer) -> None:
         print("  page:      %s/index.html" % url)
     print("  token:     curl %s/" % url)
     print("  signature: %s, bucket host %s" % (config.signature_version, config.host))
+    provider = server.app.credentials
     print("  credentials: %s" % ("PLACEHOLDERS (uploads to real OSS will fail)"
-                                 if config.placeholder_credentials else "from the environment"))
+                                 if config.placeholder_credentials else
+                                 "%s %s" % (provider.name, provider.detail) if provider.refreshes
+                                 else "static AccessKey from the environment"))
     print("  callback:  %s" % (config.callback_url or "none"), flush=True)
 
 
@@ -2790,6 +3241,10 @@ def main(argv=None) -> int:
             app_warnings(server.app):
         log.warning("%s", warning)
     print_banner(config, server)
+    if server.app.credentials.refreshes and not server.app.credentials.wait_ready(
+            CREDENTIALS_FETCH_TIMEOUT):
+        log.warning("no %s credentials yet: tokens answer 503 until they arrive",
+                    config.credentials)
     # serve_forever runs in a thread: shutdown() called from the thread that serves deadlocks.
     serving = threading.Thread(target=server.serve_forever,
                                kwargs={"poll_interval": SERVE_POLL_INTERVAL},
