@@ -1117,11 +1117,12 @@ def _header_value(name, value):
 
 class Bucket:
     def __init__(self, root, bucket, access_key_id, access_key_secret, security_token, region,
-                 cors_origins, throttle, clock, key, callback_timeout):
+                 cors_origins, throttle, clock, key, callback_timeout, credential_store=None):
         self.name = bucket
         self.access_key_id = access_key_id
         self.access_key_secret = access_key_secret
         self.security_token = security_token
+        self.credential_store = credential_store
         self.region = region
         self.cors_origins = tuple(cors_origins)
         self.throttle = throttle
@@ -1183,10 +1184,9 @@ class Bucket:
         if not fields.get("signature"):
             raise OSSError("InvalidArgument", "Post request signature is empty.")
         policy = self._policy_field(fields)
-        if fields["ossaccesskeyid"] != self.access_key_id:
-            raise invalid_access_key_id()
-        self._check_security_token(fields)
-        if not _same(fields["signature"], sign_v1(self.access_key_secret, policy)):
+        secret, security_token = self._credentials(fields["ossaccesskeyid"])
+        self._check_security_token(fields, security_token)
+        if not _same(fields["signature"], sign_v1(secret, policy)):
             raise signature_mismatch()
         return "v1"
 
@@ -1210,8 +1210,7 @@ class Bucket:
                 or scope[3] != "oss" or scope[4] != "aliyun_v4_request":
             raise OSSError("InvalidArgument", f"Invalid x-oss-credential: {credential}.")
         access_key_id, scope_date, region = scope[:3]
-        if access_key_id != self.access_key_id:
-            raise invalid_access_key_id()
+        secret, security_token = self._credentials(access_key_id)
         if region != self.region:
             raise OSSError("InvalidArgument", f"Invalid signing region in x-oss-credential: "
                            f"{region}, expected {self.region}.")
@@ -1232,22 +1231,34 @@ class Bucket:
                                                    "and the current time is too large.")
         if now - signed_at > V4_MAX_AGE:
             raise OSSError("AccessDenied", "Request has expired.")
-        self._check_security_token(fields)
-        expected = sign_v4(self.access_key_secret, scope_date, region, policy)
+        self._check_security_token(fields, security_token)
+        expected = sign_v4(secret, scope_date, region, policy)
         if not _same(fields["x-oss-signature"], expected):
             raise signature_mismatch()
 
-    def _check_security_token(self, fields):
+    def _credentials(self, access_key_id):
+        """(secret, security token) of ``access_key_id``: the configured key, else a key of
+        ``credential_store`` (a tests.cloud_emulators.CredentialStore) that is valid now by
+        the store's clock. Spec 2/8: an unknown AK, or an expired or revoked STS AK, is
+        InvalidAccessKeyId."""
+        if access_key_id == self.access_key_id:
+            return self.access_key_secret, self.security_token
+        store = self.credential_store
+        credential = store.lookup(access_key_id) if store is not None else None
+        if credential is None or not store.is_valid(access_key_id):
+            raise invalid_access_key_id()
+        return credential.access_key_secret, credential.security_token
+
+    def _check_security_token(self, fields, expected):
         """Spec 2/8: a temporary AK without its token is InvalidAccessKeyId.
 
         Choice: a wrong token, or a token sent to an emulator configured without one, is
         403 InvalidSecurityToken.
         """
         token = fields.get("x-oss-security-token")
-        if self.security_token is not None and not token:
+        if expected is not None and not token:
             raise invalid_access_key_id()
-        if token is not None and (self.security_token is None
-                                  or not _same(token, self.security_token)):
+        if token is not None and (expected is None or not _same(token, expected)):
             raise OSSError("InvalidSecurityToken", "The security token you provided is invalid.")
 
     # -- the whole form, before the file's bytes ---------------------------------------------
@@ -1589,15 +1600,19 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
 
 
 class EmulatorServer:
-    """The emulator as a server in a background thread (see the module docstring)."""
+    """The emulator as a server in a background thread (see the module docstring).
+
+    ``credential_store`` (a ``tests.cloud_emulators.CredentialStore``): its keys are accepted
+    too, each with its own secret and security token, while the store holds them valid."""
 
     def __init__(self, root, bucket="examplebucket", access_key_id="ak", access_key_secret="sk",
                  security_token=None, region="cn-hangzhou", cors_origins=("*",), throttle=None,
                  host="127.0.0.1", port=0, clock=time.time, key_path=DEFAULT_KEY_PATH,
-                 callback_timeout=CALLBACK_TIMEOUT):
+                 callback_timeout=CALLBACK_TIMEOUT, credential_store=None):
         key = RSAPrivateKey.from_pem(pathlib.Path(key_path).read_bytes())
         self.bucket = Bucket(root, bucket, access_key_id, access_key_secret, security_token,
-                             region, cors_origins, throttle, clock, key, callback_timeout)
+                             region, cors_origins, throttle, clock, key, callback_timeout,
+                             credential_store)
         self._address = (host, port)
         self._httpd = None
         self._thread = None
