@@ -450,7 +450,11 @@ def _choice(*options: str) -> Callable[[str], str]:
 def _key_material(value: str) -> str:
     """A shared secret used as raw UTF-8 bytes: at least 32 of them (RFC 2104 2: a key shorter
     than the hash output weakens HMAC)."""
-    if len(_no_controls(value).encode("utf-8")) < 32:
+    try:
+        size = len(_no_controls(value).encode("utf-8"))
+    except UnicodeError:  # undecodable bytes from the environment; the message shows none
+        raise ValueError("must be valid UTF-8") from None
+    if size < 32:
         raise ValueError("must be at least 32 bytes")
     return value
 
@@ -1311,8 +1315,8 @@ class CredentialProvider:
 
 
 def make_credential_provider(config: Config, clock: Callable[[], float] = time.time):
-    if config.credentials in ("static", "placeholder"):
-        return CredentialProvider(config.credentials, static=static_credentials(config),
+    if config.credentials not in FETCHERS:  # static, placeholder, or auto left unresolved
+        return CredentialProvider("static", static=static_credentials(config),
                                   margin=config.credential_margin, clock=clock)
     detail = {"oidc": config.role_arn, "ram_role": config.role_arn,
               "ecs": config.ecs_role or "(role from the metadata service)",
@@ -1424,14 +1428,18 @@ def decode_grant(key: bytes, text: str) -> tuple:
 
 
 def binding_key(config: Config) -> Optional[bytes]:
-    """The grant key: OSS_CALLBACK_SECRET, else derived from a static AccessKey secret (so
-    replicas and workers share it with nothing more to configure), else None (placeholder
-    credentials: the caller picks a random key for this process)."""
+    """The grant key: OSS_CALLBACK_SECRET, else HMAC-SHA256(static AccessKey secret,
+    "oss-appserver grant v1\n" + bucket) (so replicas and workers share it with nothing more
+    to configure), else None (placeholder credentials: the caller picks a random key for this
+    process)."""
     if config.callback_secret:
         return config.callback_secret.encode("utf-8")
     if config.placeholder_credentials:
         return None
-    return hmac.new(config.access_key_secret.encode("utf-8"), BINDING_KEY_LABEL,
+    # The bucket goes in too: deployments that share an AccessKey (staging and production,
+    # say) must not accept each other's grants.
+    return hmac.new(config.access_key_secret.encode("utf-8"),
+                    BINDING_KEY_LABEL + b"\n" + (config.bucket or "").encode("utf-8"),
                     hashlib.sha256).digest()
 
 
@@ -1440,20 +1448,29 @@ def user_folder(config: Config, user: Optional[str]) -> str:
 
 
 def check_grant(config: Config, grant: Grant) -> Grant:
-    """An authorizer's Grant, held to the configuration: ValueError (a 500: the embedder's
-    bug) for a folder outside OSS_UPLOAD_DIR or anything malformed."""
+    """An authorizer's Grant, held to the configuration: no looser than OSS_MAX_UPLOAD_BYTES
+    and OSS_ALLOWED_CONTENT_TYPES (no types: the configured ones), its folder under
+    OSS_UPLOAD_DIR. ValueError (a 500: the embedder's bug) for anything else."""
     base = config.upload_dir.partition(USER_PLACEHOLDER)[0]
-    if grant.user is not None and not USER_NAME.fullmatch(grant.user):
+    if grant.user is not None and not (isinstance(grant.user, str)
+                                       and USER_NAME.fullmatch(grant.user)):
         raise ValueError("Grant.user must match [A-Za-z0-9_-]{1,64}")
     if not (isinstance(grant.folder, str) and grant.folder.startswith(base)
             and (grant.folder.endswith("/") or not grant.folder)
-            and ".." not in grant.folder.split("/") and "{" not in grant.folder):
+            and ".." not in grant.folder.split("/") and "{" not in grant.folder
+            and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in grant.folder)):
         raise ValueError("Grant.folder must be a folder under OSS_UPLOAD_DIR")
-    if type(grant.max_bytes) is not int or not 0 <= grant.max_bytes <= MAX_OBJECT_BYTES:
-        raise ValueError("Grant.max_bytes must be a byte count")
-    if not all(isinstance(t, str) and t for t in grant.content_types):
-        raise ValueError("Grant.content_types must be media types")
-    return grant._replace(content_types=tuple(grant.content_types))
+    limit = config.max_upload_bytes
+    if type(grant.max_bytes) is not int or not 0 <= grant.max_bytes <= MAX_OBJECT_BYTES \
+            or (limit and not 0 < grant.max_bytes <= limit):
+        raise ValueError("Grant.max_bytes must be a byte count within OSS_MAX_UPLOAD_BYTES")
+    types = grant.content_types or config.allowed_content_types
+    if isinstance(types, str) or not all(isinstance(t, str) and _MEDIA_TYPE.fullmatch(t)
+                                         for t in types):
+        raise ValueError("Grant.content_types must be a sequence of lower-case media types")
+    if config.allowed_content_types and not set(types) <= set(config.allowed_content_types):
+        raise ValueError("Grant.content_types must lie within OSS_ALLOWED_CONTENT_TYPES")
+    return grant._replace(content_types=tuple(types))
 
 
 def configured_grant(config: Config, user: Optional[str]) -> Grant:
@@ -1509,11 +1526,11 @@ def client_address(config: Config, peer: str, headers: Mapping[str, list]) -> st
     leftmost entries are whatever the client wrote. IPv6 clients count by their /64."""
     address = peer
     if peer_is_trusted(config, peer):
-        hops = [h.strip() for v in headers.get("x-forwarded-for", ()) for h in v.split(",")]
-        for hop in reversed([h for h in hops if h]):
-            address = hop
-            if not peer_is_trusted(config, hop):
-                break
+        hops = [_without_port(h.strip()) for v in headers.get("x-forwarded-for", ())
+                for h in v.split(",")]
+        # Every hop trusted: the leftmost is still the client's own word, so the peer counts.
+        address = next((hop for hop in reversed(hops)
+                        if hop and not peer_is_trusted(config, hop)), peer)
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
@@ -1521,6 +1538,16 @@ def client_address(config: Config, peer: str, headers: Mapping[str, list]) -> st
     if parsed.version == 6 and not parsed.ipv4_mapped:
         return str(ipaddress.ip_network("%s/64" % parsed, strict=False))
     return str(getattr(parsed, "ipv4_mapped", None) or parsed)
+
+
+def _without_port(hop: str) -> str:
+    """'203.0.113.7:1111' and '[2001:db8::1]:1' as their addresses: a port would make every
+    connection a client of its own."""
+    if hop.startswith("["):
+        return hop[1:].partition("]")[0]
+    if hop.count(":") == 1:
+        return hop.partition(":")[0]
+    return hop
 
 
 class RateLimiter:
@@ -2211,11 +2238,12 @@ def check_bound_fields(config: Config, grant: Grant, fields: dict) -> None:
     if "bucket" in names and value("bucket") != config.bucket:
         raise CallbackRejected("callback is for another bucket",
                                "callback names bucket %s" % printable(repr(value("bucket"))))
-    name = value("object")
-    if "object" in names and (not isinstance(name, str) or not name.startswith(grant.folder)):
-        raise CallbackRejected("callback object is outside the granted folder",
-                               "callback names %s outside %s" % (printable(repr(name)),
-                                                                 printable(grant.folder)))
+    present = [fields[n] for n in {names.get("object"), "object", "filename"} if n in fields]
+    for name in present:
+        if not isinstance(name, str) or not name.startswith(grant.folder):
+            raise CallbackRejected("callback object is outside the granted folder",
+                                   "callback names %s outside %s" % (printable(repr(name)),
+                                                                     printable(grant.folder)))
     size = _callback_size(value("size")) if "size" in names else 0
     if size is None or (grant.max_bytes and size > grant.max_bytes):
         raise CallbackRejected("callback size is outside the grant")
@@ -2239,6 +2267,21 @@ def upload_record(config: Config, grant: Optional[Grant], fields: dict) -> dict:
             "fields": fields}
 
 
+def callback_preflight(config: Config, target, headers: Mapping[str, list],
+                       binding_key: Optional[bytes], now: float) -> tuple:
+    """(signature, public key URL, grant or None): everything that needs neither the body nor
+    a key, so that junk, forged or stale grants included, costs no read and no fetch."""
+    signature, pub_key_url = callback_signature_and_key_url(config, target, headers)
+    if not config.callback_binding:
+        return signature, pub_key_url, None
+    if binding_key is None:
+        raise ValueError("callback binding needs the binding key")
+    grant, expiry = decode_grant(binding_key, callback_grant(target))
+    if now > expiry + config.callback_window:
+        raise CallbackRejected("callback grant has expired")
+    return signature, pub_key_url, grant
+
+
 def verify_callback(config: Config, keys, target, headers: Mapping[str, list], body: bytes,
                     *, binding_key: Optional[bytes] = None, now: Optional[float] = None) -> dict:
     """The upload a callback reports, once it is proven that OSS signed it and (with callback
@@ -2249,11 +2292,8 @@ def verify_callback(config: Config, keys, target, headers: Mapping[str, list], b
     to lists of values. Returns {"user", "bucket", "object", "size", "fields"}. The mirror of
     issue_token: a function of its inputs.
     """
-    signature, pub_key_url = callback_signature_and_key_url(config, target, headers)
-    if config.callback_binding:
-        if binding_key is None:
-            raise ValueError("callback binding needs the binding key")
-        grant, expiry = decode_grant(binding_key, callback_grant(target))
+    signature, pub_key_url, grant = callback_preflight(
+        config, target, headers, binding_key, time.time() if now is None else now)
     try:
         key = keys.get(pub_key_url)
     except PubKeyUnavailable as exc:
@@ -2266,11 +2306,8 @@ def verify_callback(config: Config, keys, target, headers: Mapping[str, list], b
                                % (printable(target.partition("?")[0]), printable(pub_key_url)))
     fields = parse_callback_fields(config.callback_body_type, body)
     check_callback_fields(config, fields)
-    if not config.callback_binding:
-        return upload_record(config, None, fields)
-    if (time.time() if now is None else now) > expiry + config.callback_window:
-        raise CallbackRejected("callback grant has expired")
-    check_bound_fields(config, grant, fields)
+    if grant is not None:
+        check_bound_fields(config, grant, fields)
     return upload_record(config, grant, fields)
 
 
@@ -2519,7 +2556,7 @@ class App:
         if content_length > self.config.max_callback_bytes:
             raise PayloadTooLarge("callback body larger than %d bytes"
                                   % self.config.max_callback_bytes)
-        callback_signature_and_key_url(self.config, target, headers)
+        callback_preflight(self.config, target, headers, self.binding_key, self.clock())
         body = read_body(content_length)
         upload = verify_callback(self.config, self.key_cache, target, headers, body,
                                  binding_key=self.binding_key, now=self.clock())
@@ -3197,9 +3234,14 @@ class StopSignals:
     def _handle(self, signum, frame):
         self.received = signum
 
-    def wait(self):
+    def wait(self, timeout: Optional[float] = None):
+        """The signal received, or None once ``timeout`` seconds have passed without one."""
+        until = None if timeout is None else time.monotonic() + timeout
         while self.received is None:
-            select.select([self._reader], [], [], SIGNAL_POLL_INTERVAL)
+            left = SIGNAL_POLL_INTERVAL if until is None else until - time.monotonic()
+            if left <= 0:
+                break
+            select.select([self._reader], [], [], min(left, SIGNAL_POLL_INTERVAL))
             try:
                 self._reader.recv(64)
             except OSError:  # nothing was written: the poll interval ran out
@@ -3212,6 +3254,19 @@ class StopSignals:
         signal.set_wakeup_fd(self._saved_fd)
         self._reader.close()
         self._writer.close()
+
+
+def await_first_credentials(provider, stop: StopSignals) -> None:
+    """Give temporary credentials a few seconds to arrive before saying they have not."""
+    if not provider.refreshes:
+        return
+    provider.start()
+    until = time.monotonic() + CREDENTIALS_FETCH_TIMEOUT
+    while provider.current() is None and time.monotonic() < until:
+        if stop.wait(0.1) is not None:
+            return
+    if provider.current() is None:
+        log.warning("no %s credentials yet: tokens answer 503 until they arrive", provider.name)
 
 
 def main(argv=None) -> int:
@@ -3237,20 +3292,17 @@ def main(argv=None) -> int:
         print("appserver.py: cannot listen on %s port %d: %s" % (host, port, exc.strerror),
               file=sys.stderr)
         return 1
-    for warning in config_warnings(config) + listen_warnings(config, host) + \
-            app_warnings(server.app):
-        log.warning("%s", warning)
-    print_banner(config, server)
-    if server.app.credentials.refreshes and not server.app.credentials.wait_ready(
-            CREDENTIALS_FETCH_TIMEOUT):
-        log.warning("no %s credentials yet: tokens answer 503 until they arrive",
-                    config.credentials)
     # serve_forever runs in a thread: shutdown() called from the thread that serves deadlocks.
     serving = threading.Thread(target=server.serve_forever,
                                kwargs={"poll_interval": SERVE_POLL_INTERVAL},
                                name="serve_forever")
-    with StopSignals() as stop:
+    with StopSignals() as stop:  # from here on, a signal is a graceful stop, however early
+        for warning in config_warnings(config) + listen_warnings(config, host) + \
+                app_warnings(server.app):
+            log.warning("%s", warning)
+        print_banner(config, server)
         serving.start()
+        await_first_credentials(server.app.credentials, stop)
         stop.wait()
     log.info("shutting down: finishing in-flight requests")
     server.stop()
