@@ -2589,6 +2589,7 @@ DRAIN_POLL_INTERVAL = 0.02   # server_close() waiting for requests in flight
 OVERLOAD_SEND_TIMEOUT = 0.5  # the fast 503 to a connection over the cap
 LOG_STOP_TIMEOUT = 2.0       # a stalled log sink must not hold up shutdown for ever
 ACCESS_LOG_BACKLOG = 10000   # access-log records waiting for the writer thread
+ACCESS_LOG_INTERVAL = 0.1    # how long a line may wait for the writer thread
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 9110 5.6.2
 # method SP origin-form (or * for OPTIONS) SP HTTP/1.x, then CRLF or a bare LF (RFC 9112 2.2)
@@ -2624,21 +2625,44 @@ def parse_content_length(method: str, headers: Mapping[str, list]) -> Optional[i
     return int(value)
 
 
+_STATUS_LINES = {}   # status -> the response's first bytes, up to the Date value
+_HEADER_BLOCKS = {}  # tuple of an App response's headers -> their bytes
+_HEADER_BLOCKS_MAX = 256
+
+
+def _header_block(headers) -> bytes:
+    # The App answers with a few fixed header lists: each is formatted and encoded once, not
+    # for every response (a sixth of a token's serving time in a profile under load).
+    # Bounded, since an echoed Origin can vary without end.
+    key = tuple(headers)
+    block = _HEADER_BLOCKS.get(key)
+    if block is None:
+        block = "".join(["%s: %s\r\n" % header for header in headers]).encode("latin-1")
+        if len(_HEADER_BLOCKS) < _HEADER_BLOCKS_MAX:
+            _HEADER_BLOCKS[key] = block
+    return block
+
+
 def serialize_response(response: Response, date: str, *, close: bool, head: bool = False,
                        http10_keep_alive: bool = False) -> bytes:
     """A whole response as one buffer: one write, so Nagle never holds back its tail."""
     status, headers, body = response[:3]
-    lines = ["HTTP/1.1 %d %s" % (status, http.client.responses.get(status, "Unknown")),
-             "Server: oss-appserver", "Date: " + date]
-    lines += ["%s: %s" % header for header in headers]
+    first = _STATUS_LINES.get(status)
+    if first is None:
+        first = _STATUS_LINES[status] = (
+            "HTTP/1.1 %d %s\r\nServer: oss-appserver\r\nDate: "
+            % (status, http.client.responses.get(status, "Unknown"))).encode("latin-1")
+    parts = [first, date.encode("latin-1"), b"\r\n", _header_block(headers)]
     if status != 204:
-        lines.append("Content-Length: %d" % len(body))
+        parts.append(b"Content-Length: %d\r\n" % len(body))
     if close:
-        lines.append("Connection: close")
+        parts.append(b"Connection: close\r\n")
     elif http10_keep_alive:
-        lines.append("Connection: keep-alive")
-    head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head_bytes if head or status == 204 else head_bytes + body
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    if not head and status != 204:
+        parts.append(body)
+    return b"".join(parts)
 
 
 class AppRequestHandler(socketserver.StreamRequestHandler):
@@ -2700,7 +2724,9 @@ class AppRequestHandler(socketserver.StreamRequestHandler):
     def _respond(self, request_line) -> Response:
         self._parse_request_line(request_line)
         headers = self._read_headers()
-        tokens = {t.strip().lower() for v in headers.get("connection", ()) for t in v.split(",")}
+        connection = headers.get("connection")
+        tokens = {t.strip().lower() for v in connection for t in v.split(",")} \
+            if connection else ()
         if self.version == "HTTP/1.0":
             self.close_connection = "keep-alive" not in tokens
         else:
@@ -2709,8 +2735,9 @@ class AppRequestHandler(socketserver.StreamRequestHandler):
         self.body_left = content_length or 0
         # "100 Continue" goes out only when the App asks for the body, so a request refused on
         # its headers gets its error without being invited to send the body first.
-        self.expect_continue = (self.version == "HTTP/1.1" and "100-continue" in
-                                (v.lower() for v in headers.get("expect", ())))
+        expect = headers.get("expect")
+        self.expect_continue = bool(expect) and self.version == "HTTP/1.1" and \
+            "100-continue" in [v.lower() for v in expect]
         return self.server.app.handle(self.method, self.target, headers, content_length,
                                       self._read_body, self.client_address[0])
 
@@ -2786,18 +2813,64 @@ class AppRequestHandler(socketserver.StreamRequestHandler):
             response.status, size, (time.monotonic() - self.started) * 1000, response.note)
 
 
+class _AccessLogBuffer:
+    """The queue between request threads and the access-log writer. Adding wakes no one: the
+    writer takes what is pending every ACCESS_LOG_INTERVAL, or at once for flush() and close().
+
+    A queue.Queue wakes the writer for each record, a thread switch per request; the writer
+    then contends for the GIL with every request thread, once per record.
+    """
+
+    def __init__(self, backlog: int, interval: float = ACCESS_LOG_INTERVAL):
+        self._items = collections.deque()
+        self._backlog = backlog
+        self._interval = interval
+        self._wake = threading.Event()
+
+    def put_nowait(self, item):
+        if len(self._items) >= self._backlog:
+            raise queue.Full
+        self._items.append(item)
+
+    def put_control(self, item):
+        """A flush marker or the stop sentinel: never dropped, and served at once."""
+        self._items.append(item)
+        self._wake.set()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def full(self) -> bool:
+        return len(self._items) >= self._backlog
+
+    def get(self, block: bool = True):
+        while True:
+            try:
+                return self._items.popleft()
+            except IndexError:
+                if not block:
+                    raise queue.Empty from None
+            self._wake.wait(self._interval)
+            self._wake.clear()
+
+
 class _DroppingQueueHandler(logging.handlers.QueueHandler):
     """A QueueHandler that counts and drops records when the writer falls behind (a full
     pipe, a paused terminal), rather than let memory grow or requests wait on the log sink.
     A queue needs no handler lock."""
 
     def __init__(self, backlog: int):
-        super().__init__(queue.Queue(backlog))
+        super().__init__(_AccessLogBuffer(backlog))
         self.dropped = 0
 
     def handle(self, record):
         self.emit(record)
         return True
+
+    def prepare(self, record):
+        # QueueHandler formats and copies each record so that a mutable argument cannot change
+        # before it is written. These arguments are str and numbers: pass the record as is.
+        return record
 
     def enqueue(self, record):
         try:
@@ -2806,13 +2879,26 @@ class _DroppingQueueHandler(logging.handlers.QueueHandler):
             self.dropped += 1
 
 
-class _ToOwnLogger(logging.Handler):
-    """The writer thread's end: each record goes to its own logger's handlers, so that the
-    access log is configured like any other logger."""
+class _AccessLogWriter(logging.handlers.QueueListener):
+    """The writer thread's end: records go to the access logger's handlers (and its
+    parents'), so that the access log is configured like any other logger; a flush marker is
+    set once reached."""
+
+    def __init__(self, queue, logger: logging.Logger):
+        super().__init__(queue)
+        self.logger = logger
 
     def handle(self, record):
-        logging.getLogger(record.name).handle(record)
-        return True
+        if isinstance(record, threading.Event):
+            record.set()
+        else:
+            self.logger.handle(record)
+
+    def enqueue_sentinel(self):
+        self.queue.put_control(self._sentinel)
+
+
+ACCESS_LINE = '%s "%s %s" %s %s %.1fms%s'
 
 
 class AccessLogQueue:
@@ -2820,44 +2906,67 @@ class AccessLogQueue:
     (QueueHandler + QueueListener).
 
     A logging call costs more than answering a token, and with many request threads they
-    queue on the handler's lock. Request threads only format and enqueue; each record is
-    stamped with the time its request arrived, not the time it is written.
+    queue on the handler's lock. Request threads only make the record and enqueue it; each
+    record is stamped with the time its request arrived, not the time it is written.
     """
 
     def __init__(self, logger: logging.Logger = access_log, backlog: int = ACCESS_LOG_BACKLOG):
         self.logger = logger
         self.handler = _DroppingQueueHandler(backlog)
-        self.listener = logging.handlers.QueueListener(self.handler.queue, _ToOwnLogger())
+        self.listener = _AccessLogWriter(self.handler.queue, logger)
+        # LogRecord.__init__ asks the kernel for the pid and splits a file name for every
+        # record: a tenth of a token's serving time in a profile under load. Records are
+        # copies of this one instead, with their own time, thread and arguments.
+        self._template = vars(logger.makeRecord(logger.name, logging.INFO, __file__, 0,
+                                                ACCESS_LINE, (), None))
+        self._start = self._template["created"] - self._template["relativeCreated"] / 1000
+        self._closed = False
         self.listener.start()
+
+    def _make_record(self, level: int, msg: str, args: tuple, arrived: float):
+        logger = self.logger
+        if (level == logging.INFO and logging.getLogRecordFactory() is logging.LogRecord
+                and type(logger).makeRecord is logging.Logger.makeRecord):
+            record = logging.LogRecord.__new__(logging.LogRecord)
+            vars(record).update(self._template)
+            record.args = args
+            if record.thread is not None:
+                record.thread = threading.get_ident()
+                record.threadName = threading.current_thread().name
+        else:  # an embedder's record factory or Logger class makes its own records
+            record = logger.makeRecord(logger.name, level, __file__, 0, msg, args, None)
+        record.created, record.msecs = arrived, (arrived % 1) * 1000
+        record.relativeCreated = (arrived - self._start) * 1000
+        return record
 
     def record(self, arrived, client, method, path, status, size, elapsed_ms, note=""):
         if not self.logger.isEnabledFor(logging.INFO):
             return
         if self.handler.dropped and not self.handler.queue.full():
             dropped, self.handler.dropped = self.handler.dropped, 0
-            self.handler.handle(self.logger.makeRecord(
-                self.logger.name, logging.WARNING, __file__, 0,
-                "%d access-log lines dropped: log output too slow", (dropped,), None))
-        record = self.logger.makeRecord(
-            self.logger.name, logging.INFO, __file__, 0, '%s "%s %s" %s %s %.1fms%s',
+            self.handler.handle(self._make_record(
+                logging.WARNING, "%d access-log lines dropped: log output too slow",
+                (dropped,), time.time()))
+        self.handler.handle(self._make_record(
+            logging.INFO, ACCESS_LINE,
             (client, printable(method or "-", 16), printable(path), status, size, elapsed_ms,
-             " " + printable(note) if note else ""), None)
-        record.created, record.msecs = arrived, (arrived % 1) * 1000
-        self.handler.handle(record)
+             " " + printable(note) if note else ""), arrived))
 
-    def flush(self):
-        """Return once every record queued so far has been written."""
-        self.handler.queue.join()
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every record queued so far has been written; False on a timeout. After
+        close() there is no writer: return at once."""
+        if self._closed:
+            return False
+        written = threading.Event()
+        self.handler.queue.put_control(written)
+        return written.wait(timeout)
 
     def close(self):
         """Stop the writer thread after what is queued; give up on a stalled log sink."""
-        try:
+        if not self._closed:
+            self.flush(LOG_STOP_TIMEOUT)
+            self._closed = True
             self.listener.enqueue_sentinel()
-        except queue.Full:
-            return
-        until = time.monotonic() + LOG_STOP_TIMEOUT
-        while self.handler.queue.unfinished_tasks and time.monotonic() < until:
-            time.sleep(DRAIN_POLL_INTERVAL)
 
 
 class AppServer(socketserver.ThreadingTCPServer):
