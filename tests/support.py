@@ -278,9 +278,9 @@ class AppServerTestCase(unittest.TestCase):
     def assertJsonError(self, status, headers, body, expected_status):
         return assert_json_error(self, status, headers, body, expected_status)
 
-    def assertOkUpload(self, status, headers, body, expected_fields):
+    def assertOkUpload(self, status, headers, body, expected_fields, user=None):
         assert_ok_upload(self, status, headers, body, expected_fields,
-                         "; recent server log: %s" % self.logs.recent())
+                         "; recent server log: %s" % self.logs.recent(), user=user)
 
 
 ###############################################################################
@@ -408,15 +408,16 @@ def assert_json_error(test, status, headers, body, expected_status):
     return json_error(body)
 
 
-def assert_ok_upload(test, status, headers, body, expected_fields, context=""):
-    """A verified callback's answer: 200, JSON with a correct length, "Status":"OK" as its
-    first member and ``expected_fields`` as its "upload"."""
+def assert_ok_upload(test, status, headers, body, expected_fields, context="", user=None):
+    """A verified callback's answer from the default hook: 200, JSON with a correct length,
+    "Status":"OK" as its first member, then ``user`` (None for a callback verified without a
+    grant) and ``expected_fields`` (the raw callback fields) as its "upload"."""
     test.assertEqual(status, 200, "%r %s" % (body[:300], context))
     test.assertTrue(_header(headers, "Content-Type").startswith("application/json"))
     test.assertEqual(int(_header(headers, "Content-Length")), len(body))
     pairs = json.loads(body, object_pairs_hook=list)
     test.assertEqual(pairs[0], ("Status", "OK"), "\"Status\":\"OK\" must come first")
-    test.assertEqual(json.loads(body)["upload"], expected_fields)
+    test.assertEqual(json.loads(body), {"Status": "OK", "user": user, "upload": expected_fields})
 
 
 def json_error(body):

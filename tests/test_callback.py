@@ -6,6 +6,9 @@
   may cause a key fetch;
 - the callback hook and how the body is parsed.
 Callbacks other than the official example are signed by tests/rsa_testkit.py with test-only keys.
+None of these callbacks comes from one of our tokens, so they carry no grant: every server here
+runs with callback_binding=False and tests verification alone (grants are in
+test_callback_binding*.py, genuine uploads with binding on in test_e2e.py).
 (Framing of the callback request is in test_framing.py, field checks in
 test_callback_bodies.py, the public key's fetch in test_key_fetch.py.)
 """
@@ -55,9 +58,9 @@ class OfficialExampleTest(AppServerTestCase):
 
     def setUp(self):
         self.fetch = CountingFetch()
-        app = appserver.App(appserver.Config(),
-                            key_cache=appserver.PublicKeyCache(fetch=self.fetch))
-        self.start_server(appserver.Config(), app)
+        config = appserver.Config(callback_binding=False)  # OSS's example carries no grant
+        app = appserver.App(config, key_cache=appserver.PublicKeyCache(fetch=self.fetch))
+        self.start_server(config, app)
 
     def tearDown(self):
         self.assertEqual(self.fetch.calls, [], "the embedded OSS key must never be fetched")
@@ -78,7 +81,7 @@ class OfficialExampleTest(AppServerTestCase):
         self.assertEqual(len(raw) - head_len, len(body), "bytes after the declared body")
         self.assertTrue(body.startswith(b'{"Status":"OK"'), body)
         doc = json.loads(body)
-        self.assertEqual(doc, {"Status": "OK", "upload": {"bucket": "yonghu-test"}})
+        self.assertEqual(doc, {"Status": "OK", "user": None, "upload": {"bucket": "yonghu-test"}})
 
     def test_percent_encoded_path_is_decoded_before_verifying(self):
         # OSS signs the percent-decoded path; the raw query is signed as sent
@@ -146,7 +149,7 @@ class HeaderChecksTest(AppServerTestCase):
         self.priv = kit.load_test_key("rsa2048_key.pem")
         self.fetch = CountingFetch()
         self.config = appserver.Config(pub_key_url_prefixes=("http://127.0.0.1:9/keys/",),
-                                       max_callback_bytes=1024)
+                                       max_callback_bytes=1024, callback_binding=False)
         app = appserver.App(self.config, key_cache=appserver.PublicKeyCache(fetch=self.fetch))
         self.start_server(self.config, app)
         self.urls = 0
@@ -280,13 +283,14 @@ class HookAndBodyTest(AppServerTestCase):
         self.hook_calls = []
         self.hook_raises = False
 
-        def hook(fields):
-            self.hook_calls.append(fields)
+        def hook(upload):
+            self.hook_calls.append(upload)
             if self.hook_raises:
                 raise RuntimeError("hook exploded: secret-detail-12345")
-            return appserver.default_callback_hook(fields)
+            return appserver.default_callback_hook(upload)
 
-        self.config = appserver.Config(pub_key_url_prefixes=("http://127.0.0.1:9/keys/",))
+        self.config = appserver.Config(pub_key_url_prefixes=("http://127.0.0.1:9/keys/",),
+                                       callback_binding=False)
         self.hook = hook
         self.start_server(self.config, appserver.App(
             self.config, key_cache=appserver.PublicKeyCache(fetch=self.fetch), callback_hook=hook))
@@ -310,7 +314,10 @@ class HookAndBodyTest(AppServerTestCase):
                     "mimeType": "image/jpeg", "height": "539", "width": "810",
                     "x:uid": "12345", "empty": ""}
         self.assertOkUpload(status, resp, data, expected)
-        self.assertEqual(self.hook_calls[-1], expected)
+        # The hook gets who, where and how large (the size as a number), and the raw fields.
+        self.assertEqual(self.hook_calls[-1], {"user": None, "bucket": None,
+                                               "object": "user-dir-prefix/photo 1.jpg",
+                                               "size": 114020, "fields": expected})
 
     def test_json_body_fields_reach_the_hook_typed(self):
         self.use_json_body_type()
@@ -321,7 +328,9 @@ class HookAndBodyTest(AppServerTestCase):
                 body = json.dumps(fields).encode()
                 status, resp, data = self.post("/cb?json=1", body, ctype)
                 self.assertOkUpload(status, resp, data, fields)
-                self.assertEqual(self.hook_calls[-1], fields)
+                self.assertEqual(self.hook_calls[-1], {"user": None, "bucket": None,
+                                                       "object": None, "size": 114020,
+                                                       "fields": fields})
 
     def test_json_content_type_does_not_switch_the_parser(self):
         fields = {"object": "user-dir-prefix/a.jpg"}

@@ -2,7 +2,10 @@
 never a 500, and the server logs no traceback.
 
 Signed with a 2048-bit test key (tests/rsa_testkit.py) served by an injected fetcher, so the
-signature always verifies and only the body and path decide the answer.
+signature always verifies and only the body and path decide the answer. These callbacks come
+from no token of ours and carry no grant, so the server runs with callback_binding=False: this
+tests verification and the configuration's field checks alone (the checks against a grant are
+in test_callback_binding*.py).
 """
 
 import json
@@ -64,7 +67,7 @@ class SignedBodies(unittest.TestCase):
                                       callback_body_type=cls.body_type,
                                       host="https://ours.oss-cn-hangzhou.aliyuncs.com",
                                       bucket="ours", upload_dir="uploads/",
-                                      max_upload_bytes=1000)
+                                      max_upload_bytes=1000, callback_binding=False)
         cls.fetch = CountingFetch()
         app = appserver.App(cls.config, key_cache=appserver.PublicKeyCache(fetch=cls.fetch))
         cls.server, base = start_app_server(cls.config, app=app)

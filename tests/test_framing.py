@@ -5,6 +5,8 @@
   smuggling through either (a second request hidden in the first one's body is never answered);
 - Expect: 100-continue, empty lines before a request line, keep-alive and response lengths;
 - on a signed callback, every framing error is found before the public key is fetched.
+The callbacks here are signed with test keys, not sent for one of our tokens: they carry no
+grant, so the servers run with callback_binding=False and the body reaches the signature check.
 """
 
 import base64
@@ -43,7 +45,8 @@ class FramingTest(unittest.TestCase):
                 f.write(text)
         self.config = appserver.Config(access_key_id="ak", access_key_secret=SECRET,
                                        security_token=STS, bucket="examplebucket",
-                                       region="cn-hangzhou", callback_url="http://127.0.0.1:1/cb")
+                                       region="cn-hangzhou", callback_url="http://127.0.0.1:1/cb",
+                                       callback_binding=False)
         self.logs = capture_logs(self)
         app = appserver.App(self.config, static_dir=root)
         self.server, _ = start_app_server(self.config, app=app, idle_timeout=1.0,
@@ -312,7 +315,7 @@ class SignedCallbackFramingTest(unittest.TestCase):
         self.priv = kit.load_test_key("rsa2048_key.pem")
         self.fetch = CountingFetch()
         config = appserver.Config(pub_key_url_prefixes=("http://127.0.0.1:9/keys/",),
-                                  max_callback_bytes=self.MAX)
+                                  max_callback_bytes=self.MAX, callback_binding=False)
         app = appserver.App(config, key_cache=appserver.PublicKeyCache(fetch=self.fetch))
         self.server, _ = start_app_server(config, app=app)
         self.addCleanup(stop_app_server, self.server)

@@ -7,6 +7,8 @@
   wrong key, redirecting, stalled, trickling, huge, HTML, chunked, or down: a bad one costs a
   fast 400 and never stalls the server.
 (Which URLs are admitted, and the cache alone, are in test_key_urls.py.)
+The callbacks are signed with test keys and carry no grant from a token, so every server here
+runs with callback_binding=False: with binding on they would be refused before any key fetch.
 """
 
 import http.client
@@ -114,7 +116,7 @@ class KeyFetchBudgetTest(unittest.TestCase):
 
         clock = FakeClock()
         config = appserver.Config(pub_key_url_prefixes=("http://127.0.0.1:9/keys/",),
-                                  bucket="ours", upload_dir="uploads/")
+                                  bucket="ours", upload_dir="uploads/", callback_binding=False)
         app = appserver.App(config, key_cache=appserver.PublicKeyCache(fetch=fetch, clock=clock))
         server, base = start_app_server(config, app=app)
         self.addCleanup(stop_app_server, server)
@@ -151,7 +153,8 @@ class LoopbackKeyServerTest(AppServerTestCase):
         self.priv = kit.load_test_key("rsa2048_key.pem")
         self.weak = kit.load_test_key("rsa1024_key.pem")
         self.e3 = kit.load_test_key("rsa2048_e3_key.pem")
-        config = appserver.Config(pub_key_url_prefixes=(self.keys.prefix,))
+        config = appserver.Config(pub_key_url_prefixes=(self.keys.prefix,),
+                                  callback_binding=False)
         self.start_server(config, appserver.App(config))
 
     def post_signed(self, priv, key_name, target="/cb?x=1", body=b"object=user-dir-prefix%2Fa.jpg&size=1",
@@ -282,7 +285,8 @@ class KeyServerFaultsTest(AppServerTestCase):
         self.keys = KeyServer()
         self.addCleanup(self.keys.stop)
         self.down_prefix = "http://127.0.0.1:%d/keys/" % free_port()
-        config = appserver.Config(pub_key_url_prefixes=(self.keys.prefix, self.down_prefix))
+        config = appserver.Config(pub_key_url_prefixes=(self.keys.prefix, self.down_prefix),
+                                  callback_binding=False)
         self.start_server(config, idle_timeout=5.0, request_timeout=15.0, max_connections=64)
 
     def callback(self, key_url, target="/callback?n=1",
