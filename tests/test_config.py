@@ -60,14 +60,22 @@ class Defaults(unittest.TestCase):
         # OSS fills ${bucket} in, so a callback from someone else's bucket can be told apart.
         self.assertEqual(from_env().callback_body,
                          appserver.DEFAULT_CALLBACK_BODY + "&bucket=${bucket}")
-        self.assertEqual(from_env(OSS_HOST="http://127.0.0.1:9000").callback_body,
+        # Without a known bucket callback binding cannot work (it is a startup error), so the
+        # bucket-less default body is seen with binding off.
+        with self.assertRaises(appserver.ConfigError) as caught:
+            from_env(OSS_HOST="http://127.0.0.1:9000")
+        self.assertEqual(caught.exception.variable, "OSS_BUCKET")
+        self.assertEqual(from_env(OSS_HOST="http://127.0.0.1:9000",
+                                  OSS_CALLBACK_BINDING="0").callback_body,
                          appserver.DEFAULT_CALLBACK_BODY)
         body = from_env(OSS_CALLBACK_BODY_TYPE="application/json").callback_body
         rendered = body.replace("${object}", '"a"').replace("${size}", "1") \
             .replace("${mimeType}", '"t"').replace("${imageInfo.height}", '""') \
             .replace("${imageInfo.width}", '""').replace("${bucket}", '"examplebucket"')
         self.assertEqual(json.loads(rendered)["bucket"], "examplebucket")
-        self.assertEqual(from_env(OSS_CALLBACK_BODY="a=${object}").callback_body, "a=${object}")
+        # A body of one's own is kept as it is (binding off: binding needs ${bucket} and ${size}).
+        self.assertEqual(from_env(OSS_CALLBACK_BODY="a=${object}",
+                                  OSS_CALLBACK_BINDING="0").callback_body, "a=${object}")
 
     def test_empty_upload_dir_is_allowed_with_a_warning(self):
         cfg = from_env(OSS_UPLOAD_DIR="")
