@@ -3,6 +3,10 @@
 Each upload GETs a token from the app server, POSTs the form to the emulator with the stdlib
 multipart client, the emulator stores the object and calls back, the app server verifies the
 callback, and the client receives the app server's answer relayed by the emulator.
+
+Callback binding is on, as by default: every token's callback URL carries a grant, and the
+callback the emulator sends for a genuine upload must verify against it. The templates render
+${bucket}, ${object} and ${size}, as binding requires of a configuration (config_from_env).
 """
 
 import base64
@@ -27,14 +31,16 @@ from tests.support import (REPO, free_port, jpeg_bytes, png_bytes, start_app_ser
 
 AK, SECRET, BUCKET, REGION = "e2e-ak", "e2e-secret", "examplebucket", "cn-hangzhou"
 JSON_BODY = ('{"object":${object},"size":${size},"mimeType":${mimeType},'
-             '"height":${imageInfo.height},"width":${imageInfo.width},"uid":${x:uid}}')
-FORM_BODY = appserver.DEFAULT_CALLBACK_BODY + "&uid=${x:uid}"
+             '"height":${imageInfo.height},"width":${imageInfo.width},"uid":${x:uid},'
+             '"bucket":${bucket}}')
+FORM_BODY = appserver.default_callback_body(appserver.FORM_URLENCODED, BUCKET) + "&uid=${x:uid}"
 
 
 def start_stack(test, emulator_options=None, app=None, **config):
     """Emulator + app server, both stopped at the end of the test; returns (emu, base_url).
 
-    ``app(config, emu)``, if given, builds the app server's App.
+    ``app(config, emu)``, if given, builds the app server's App. The callback body defaults
+    to what config_from_env makes of it with a known bucket.
     """
     root = tempfile.TemporaryDirectory()
     test.addCleanup(root.cleanup)
@@ -45,17 +51,21 @@ def start_stack(test, emulator_options=None, app=None, **config):
     values = {"access_key_id": AK, "access_key_secret": SECRET, "host": emu.url,
               "bucket": BUCKET, "region": REGION,
               "pub_key_url_prefixes": (emu.pub_key_url_prefix,), **config}
+    values.setdefault("callback_body", appserver.default_callback_body(
+        values.get("callback_body_type", appserver.FORM_URLENCODED), BUCKET))
     server, base_url = start_app_server(appserver.Config(**values))
     test.addCleanup(stop_app_server, server)
     # The callback goes to the app server itself, whose port is known only once it is bound.
     final = dataclasses.replace(server.app.config, callback_url=base_url)
+    if final.callback_binding:  # a configuration the server would start with
+        appserver.check_callback_binding(dataclasses.asdict(final))
     server.app = app(final, emu) if app else appserver.App(final)
     return emu, base_url
 
 
 class E2ETestCase(unittest.TestCase):
     def upload(self, base_url, name, data, content_type, key=None, extra=(), **options):
-        token = get_json(base_url + "/")
+        token = self.last_token = get_json(base_url + "/")
         key = token["dir"] + (key or "${filename}")
         return post_form(token["host"], token_fields(token, key) + list(extra), name, data,
                          file_content_type=content_type, **options)
@@ -93,14 +103,19 @@ class UploadFlowTests(E2ETestCase):
     def check_upload(self, emu, base_url, name, data, content_type, width, height, json_type):
         reply = self.upload(base_url, name, data, content_type, extra=[("x:uid", "user 42")])
         self.assertEqual(reply.status, 200, reply.body)
+        callback = json.loads(base64.b64decode(self.last_token["callback"]))
+        self.assertRegex(callback["callbackUrl"], r"^%s\?grant=v1\.[\w-]+\.[\w-]{43}$"
+                         % re.escape(base_url))
         key = "user-dir-prefix/" + name
         if json_type:
             upload = {"object": key, "size": len(data), "mimeType": content_type,
-                      "height": height, "width": width, "uid": "user 42"}
+                      "height": height, "width": width, "uid": "user 42", "bucket": BUCKET}
         else:   # form-urlencoded fields arrive as strings, named by the default template
             upload = {"filename": key, "size": str(len(data)), "mimeType": content_type,
-                      "height": str(height), "width": str(width), "uid": "user 42"}
-        self.assertEqual(reply.json(), {"Status": "OK", "upload": upload})
+                      "height": str(height), "width": str(width), "bucket": BUCKET,
+                      "uid": "user 42"}
+        # Verified against its grant; no user, since tokens need no sign-in here.
+        self.assertEqual(reply.json(), {"Status": "OK", "user": None, "upload": upload})
         self.assertEqual(emu.object_path(key).read_bytes(), data)
         self.assertEqual(reply.headers["ETag"], '"%s"' % hashlib.md5(data).hexdigest().upper())
 
@@ -180,7 +195,7 @@ class RefusedUploadTests(E2ETestCase):
     def test_an_upload_aborted_midway_stores_nothing_and_calls_back_nobody(self):
         calls = []
         emu, base_url = start_stack(self, {"throttle": 500_000}, app=lambda config, emu: appserver.App(
-            config, callback_hook=lambda fields: calls.append(fields) or {"Status": "OK"}))
+            config, callback_hook=lambda upload: calls.append(upload) or {"Status": "OK"}))
         reply = self.upload(base_url, "x.bin", os.urandom(400_000), "application/octet-stream",
                             abort_after=200_000)
         self.assertIsNone(reply)
@@ -317,6 +332,10 @@ class DemoTests(E2ETestCase):
             reply = self.upload(base_url, "demo.jpg", data, "image/jpeg")
             self.assertEqual(reply.status, 200, reply.body)
             self.assertEqual(reply.json()["upload"]["width"], "32")
+            # The demo runs with callback binding on, as a deployment does by default.
+            self.assertIsNone(reply.json()["user"])
+            callback = json.loads(base64.b64decode(self.last_token["callback"]))
+            self.assertIn("?grant=v1.", callback["callbackUrl"])
             children = child_pids(process.pid)
             self.assertEqual(len(children), 2, children)
         finally:

@@ -1,6 +1,11 @@
 """make_wsgi_app: the same routes under wsgiref and gunicorn, the callback's raw request target
 (RAW_URI / REQUEST_URI, or rebuilt), config read from the environment at call time, and the
-end-to-end upload flow through gunicorn with 2 workers."""
+end-to-end upload flow through gunicorn with 2 workers.
+
+The callbacks that test the raw target are OSS's documentation example or signed with the test
+key: they carry no grant from our tokens, so those servers run with callback binding off. The
+upload through the OSS emulator uses a genuine token, so its gunicorn keeps binding on: the
+callback's grant, minted by one worker, must verify in whichever worker OSS reaches."""
 
 import base64
 import http.client
@@ -81,7 +86,8 @@ class WsgirefCase(unittest.TestCase):
         cls.config = appserver.Config(
             access_key_id="wsgi-id", access_key_secret=SECRET,
             callback_url="http://127.0.0.1:9/callback",
-            pub_key_url_prefixes=appserver.DEFAULT_PUB_KEY_URL_PREFIXES + (cls.keys.prefix,))
+            pub_key_url_prefixes=appserver.DEFAULT_PUB_KEY_URL_PREFIXES + (cls.keys.prefix,),
+            callback_binding=False)  # hand-signed callbacks: verification alone
         application = appserver.make_wsgi_app(cls.config)
         cls.app = staticmethod(application)  # a plain function attribute would become a method
         cls.httpd = wsgiref.simple_server.make_server("127.0.0.1", 0, application,
@@ -177,7 +183,8 @@ class WsgirefCase(unittest.TestCase):
         # wsgiref sets neither RAW_URI nor REQUEST_URI: the target is rebuilt.
         (status, headers, body), = parse_responses(exchange(self.port, official_callback()))
         self.assertEqual(status, 200, body)
-        self.assertEqual(json.loads(body), {"Status": "OK", "upload": {"bucket": "yonghu-test"}})
+        self.assertEqual(json.loads(body), {"Status": "OK", "user": None,
+                                            "upload": {"bucket": "yonghu-test"}})
 
     def test_official_example_with_raw_uri_or_request_uri(self):
         headers = {"authorization": official_header("authorization"),
@@ -311,17 +318,18 @@ PNG_1X1 = base64.b64decode(
 class GunicornServer:
     """``gunicorn -w 2 'appserver:make_wsgi_app()'`` on a free loopback port, the config in the
     environment, with a key server and (when the emulator is there) an OSS emulator of its own.
-    ``stop()`` sends SIGTERM and returns gunicorn's exit status."""
+    ``binding``: callback binding (OSS_CALLBACK_BINDING); off for callbacks that come from no
+    token of ours. ``stop()`` sends SIGTERM and returns gunicorn's exit status."""
 
-    def __init__(self, with_emulator=True):
+    def __init__(self, with_emulator=True, binding=True):
         self.cleanups = []
         try:
-            self._start(with_emulator)
+            self._start(with_emulator, binding)
         except BaseException:
             self.close()
             raise
 
-    def _start(self, with_emulator):
+    def _start(self, with_emulator, binding):
         self.keys = KeyServer()
         self.cleanups.append(self.keys.stop)
         self.tmp = tempfile.TemporaryDirectory()
@@ -331,7 +339,7 @@ class GunicornServer:
         prefixes = list(appserver.DEFAULT_PUB_KEY_URL_PREFIXES) + [self.keys.prefix]
         env = dict(os.environ, OSS_ACCESS_KEY_ID="ak", OSS_ACCESS_KEY_SECRET=SECRET,
                    OSS_CALLBACK_URL="http://127.0.0.1:%d/callback" % self.port,
-                   PYTHONUNBUFFERED="1")
+                   OSS_CALLBACK_BINDING="1" if binding else "0", PYTHONUNBUFFERED="1")
         EmulatorServer = emulator_class() if with_emulator else None
         if EmulatorServer is not None:
             # The bucket of the official example, so that callback is "ours" too.
@@ -400,13 +408,16 @@ def require_gunicorn():
             "gunicorn is not installed (pip install gunicorn); it is a test-only dependency")
 
 
-class Gunicorn(unittest.TestCase):
+class GunicornCase(unittest.TestCase):
     """One gunicorn for the class; no test here stops it or depends on another's traffic."""
+
+    binding = True
+    with_emulator = True
 
     @classmethod
     def setUpClass(cls):
         require_gunicorn()
-        cls.gunicorn = GunicornServer()
+        cls.gunicorn = GunicornServer(with_emulator=cls.with_emulator, binding=cls.binding)
         cls.addClassCleanup(cls.gunicorn.close)
         cls.port = cls.gunicorn.port
         cls.keys = cls.gunicorn.keys
@@ -417,18 +428,13 @@ class Gunicorn(unittest.TestCase):
             self.port, b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path.encode()))
         return status, headers, body
 
-    def test_token_and_routes(self):
-        status, headers, body = self.get("/")
-        self.assertEqual(status, 200)
-        token = json.loads(body)
-        self.assertEqual(token["accessid"], "ak")
-        self.assertEqual(token["signature"], appserver.sign_policy_v1(SECRET, token["policy"]))
-        callback = json.loads(base64.b64decode(token["callback"]))
-        self.assertEqual(callback["callbackUrl"], "http://127.0.0.1:%d/callback" % self.port)
-        self.assertEqual(headers["cache-control"], ["no-store"])
-        self.assertEqual(self.get("/healthz")[2], b'{"Status":"OK"}')
-        self.assertEqual(self.get("/nope")[0], 404)
-        self.assertEqual(self.get("/index.html")[0], 200)
+
+class Gunicorn(GunicornCase):
+    """The raw request target under gunicorn: the official example and callbacks signed with
+    the test key, none from our tokens, so binding is off and this tests verification alone."""
+
+    binding = False
+    with_emulator = False
 
     def test_official_example_callback(self):
         for connection, version in (("close", "HTTP/1.0"), ("close", "HTTP/1.1")):
@@ -436,8 +442,8 @@ class Gunicorn(unittest.TestCase):
                 (status, headers, body), = parse_responses(
                     exchange(self.port, official_callback(connection, version)))
                 self.assertEqual(status, 200, body)
-                self.assertEqual(json.loads(body),
-                                 {"Status": "OK", "upload": {"bucket": "yonghu-test"}})
+                self.assertEqual(json.loads(body), {"Status": "OK", "user": None,
+                                                    "upload": {"bucket": "yonghu-test"}})
 
     def test_raw_uri_keeps_the_bare_question_mark(self):
         # gunicorn sets RAW_URI, so even the case a rebuilt target loses verifies.
@@ -459,6 +465,32 @@ class Gunicorn(unittest.TestCase):
             self.assertEqual(status, 200, response)
         self.assertLessEqual(self.keys.count(name), 2)  # one per worker process, then cached
 
+
+class GunicornUpload(GunicornCase):
+    """Tokens and a genuine upload through the OSS emulator, with callback binding on (the
+    default): the grant comes from the AccessKey secret both workers share."""
+
+    def test_token_and_routes(self):
+        status, headers, body = self.get("/")
+        self.assertEqual(status, 200)
+        token = json.loads(body)
+        self.assertEqual(token["accessid"], "ak")
+        self.assertEqual(token["signature"], appserver.sign_policy_v1(SECRET, token["policy"]))
+        callback = json.loads(base64.b64decode(token["callback"]))
+        url, _, grant = callback["callbackUrl"].partition("?grant=")
+        self.assertEqual(url, "http://127.0.0.1:%d/callback" % self.port)
+        # The grant is signed with the key derived from the AccessKey secret (and the bucket),
+        # and says where this token may write, how much, and until when.
+        key = appserver.binding_key(appserver.Config(access_key_id="ak", access_key_secret=SECRET,
+                                                     bucket="yonghu-test"))
+        granted, expiry = appserver.decode_grant(key, grant)
+        self.assertEqual((granted.user, granted.folder, expiry),
+                         (None, token["dir"], token["expire"]))
+        self.assertEqual(headers["cache-control"], ["no-store"])
+        self.assertEqual(self.get("/healthz")[2], b'{"Status":"OK"}')
+        self.assertEqual(self.get("/nope")[0], 404)
+        self.assertEqual(self.get("/index.html")[0], 200)
+
     def test_end_to_end_upload_through_the_emulator(self):
         require(self.emu is not None, "tests/oss_emulator.py with EmulatorServer is missing")
         status, _, body = self.get("/")
@@ -472,6 +504,7 @@ class Gunicorn(unittest.TestCase):
         self.assertEqual(reply.status, 200, reply.body)
         document = reply.json()
         self.assertEqual(document["Status"], "OK")
+        self.assertIsNone(document["user"])  # verified against its grant (no user: auth off)
         upload = document["upload"]
         self.assertEqual(upload["filename"], key)
         self.assertEqual(upload["size"], str(len(PNG_1X1)))
@@ -486,7 +519,8 @@ class GunicornStop(unittest.TestCase):
 
     def test_sigterm_after_traffic_stops_gunicorn_with_status_0_and_no_traceback(self):
         require_gunicorn()
-        gunicorn = GunicornServer(with_emulator=False)
+        # binding off: the official callback and a hand-signed one come from no token of ours
+        gunicorn = GunicornServer(with_emulator=False, binding=False)
         self.addCleanup(gunicorn.close)
         # Traffic first, as a server that stops has seen: a token, the official callback, and
         # a callback whose key is fetched from the key server.
