@@ -1044,6 +1044,7 @@ METADATA_TOKEN_TTL = 21600          # the metadata service's maximum, as the lib
 # that live less than 45 minutes (tests, emulators).
 REFRESH_BEFORE_EXPIRY = 15 * 60
 REFRESH_RETRY_FIRST, REFRESH_RETRY_MAX = 1.0, 60.0   # backoff after a failed refresh, seconds
+MAX_REFRESH_WAIT = 3600.0           # a far-future Expiration must not overflow a wait
 MIN_TOKEN_SECONDS = 10              # a token that would live less than this is not issued
 _EXPIRATION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
@@ -1080,7 +1081,10 @@ def rpc_signature(method: str, params: Mapping[str, str], secret: str) -> str:
 def parse_expiration(text) -> float:
     if not isinstance(text, str) or not _EXPIRATION.fullmatch(text):
         raise CredentialsError("malformed Expiration")
-    moment = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+    try:  # the pattern admits 2031-02-30 and 24:61: strptime has the last word
+        moment = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise CredentialsError("malformed Expiration") from None
     return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
@@ -1249,6 +1253,7 @@ class CredentialProvider:
         self._fetch = fetch
         self._credentials = static
         self._pid = None
+        self._stopped = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._ready = threading.Event()
@@ -1279,13 +1284,18 @@ class CredentialProvider:
             threading.Thread(target=self._refresh_forever, name="credentials-refresh",
                              daemon=True).start()
 
+    def stop(self):
+        """End the refresher (the server is stopping); current() keeps the last keys."""
+        self._stopped = True
+        self._wake.set()
+
     def wait_ready(self, timeout: float) -> bool:
         self.start()
         return self._ready.wait(timeout)
 
     def _refresh_forever(self):
         delay = REFRESH_RETRY_FIRST
-        while self._pid == os.getpid():
+        while self._pid == os.getpid() and not self._stopped:
             try:
                 credentials = self._fetch()
                 if credentials.expiration is not None \
@@ -1308,10 +1318,13 @@ class CredentialProvider:
 
     def _seconds_until_refresh(self, credentials: Credentials) -> float:
         if credentials.expiration is None:
-            return 3600.0
+            return MAX_REFRESH_WAIT
         left = credentials.expiration - self.clock()
-        return max(REFRESH_RETRY_FIRST, left - max(self.margin, min(REFRESH_BEFORE_EXPIRY,
-                                                                    left / 3)))
+        # Early enough that a refresh (one fetch timeout) completes before tokens would get
+        # under MIN_TOKEN_SECONDS, whatever the lifetime.
+        keep = max(min(REFRESH_BEFORE_EXPIRY, left / 3),
+                   self.margin + MIN_TOKEN_SECONDS + CREDENTIALS_FETCH_TIMEOUT + 5)
+        return min(MAX_REFRESH_WAIT, max(REFRESH_RETRY_FIRST, left - keep))
 
 
 def make_credential_provider(config: Config, clock: Callable[[], float] = time.time):
@@ -3118,6 +3131,7 @@ class AppServer(socketserver.ThreadingTCPServer):
         self._close_connections(lambda deadline, idle: True)
         super().server_close()
         self.access_log.close()
+        self.app.credentials.stop()
 
 
 def make_server(config: Config, host: str = "127.0.0.1", port: int = 0, *,
