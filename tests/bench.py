@@ -54,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import timeit
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -578,14 +579,17 @@ def check_servers(workloads, servers):
 
 
 def measure(workloads, servers, levels, args, wrk_pin):
-    """{(workload name, connections): Row}. The top level runs --repeat times, app and
-    baseline alternating, so that a burst of outside load hits both about equally."""
+    """({(workload name, connections): Row}, requests the app answered). The top level runs
+    --repeat times, app and baseline alternating, so that a burst of outside load hits both
+    about equally."""
     rows = {}
     top = max(levels)
+    answered = len(workloads)  # check_servers' probes
     for workload in workloads:
         if args.warmup > 0:
-            for server in servers.values():
-                run_wrk(wrk_pin, server.port, workload.script_path, 8, args.warmup)
+            for kind, server in servers.items():
+                stats = run_wrk(wrk_pin, server.port, workload.script_path, 8, args.warmup)
+                answered += stats["requests"] if kind == "app" else 0
         for connections in levels:
             row = rows[(workload.name, connections)] = Row()
             for _ in range(args.repeat if connections == top else 1):
@@ -594,11 +598,24 @@ def measure(workloads, servers, levels, args, wrk_pin):
                     stats = run_wrk(wrk_pin, server.port, workload.script_path, connections,
                                     args.duration, server.proc.pid)
                     (row.app if kind == "app" else row.base).append(stats)
+                    answered += stats["requests"] if kind == "app" else 0
                     print("  %-42s c=%-3d %-8s %10.0f req/s  p50 %7.2f ms  p99 %7.2f ms  "
                           "errors %d" % (workload.name, connections, kind, stats["rps"],
                                          stats["p50_us"] / 1000, stats["p99_us"] / 1000,
                                          stats["errors"]), file=sys.stderr, flush=True)
-    return rows
+    return rows, answered
+
+
+def access_log_lines(path):
+    """(request lines written, lines the server reported dropped) in the app's log."""
+    written = dropped = 0
+    with open(path, errors="replace") as f:
+        for line in f:
+            if "access-log lines dropped" in line:
+                dropped += int(line.split(" access-log lines dropped")[0].rsplit(" ", 1)[1])
+            elif "appserver.access:" in line:
+                written += 1
+    return written, dropped
 
 
 def print_table(workloads, levels, rows, micro_rows):
@@ -737,8 +754,10 @@ def main(argv=None):
         check_servers(workloads, servers)
         expected_fetches = 1 if "rsa2048" in args.workloads else 0
         assert keys.fetches == expected_fetches, keys.fetches
-        rows = measure(workloads, servers, levels, args, wrk_pin)
+        rows, answered = measure(workloads, servers, levels, args, wrk_pin)
         fetches_after = keys.fetches
+        time.sleep(1)  # the log writer's last batch
+        written, dropped = access_log_lines(log_path)
     finally:
         for server in servers.values():
             server.stop()
@@ -753,6 +772,10 @@ def main(argv=None):
     met, total = print_targets(workloads, levels, rows, pow_seconds)
     print("- key fetches by the app server: %d (the cache was warmed before measuring)"
           % fetches_after)
+    if not args.no_access_log:
+        print("- app access log: %d lines written for the %d requests counted; %d reported "
+              "dropped (the log writer fell behind: the app did less work than it answered)"
+              % (written, answered, dropped))
     print("- load average after the load runs: %.2f %.2f %.2f" % load_after)
     print("\n%d of %d targets met." % (met, total))
     shutil.rmtree(tmp, ignore_errors=True)
