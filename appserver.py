@@ -187,10 +187,6 @@ class MethodNotImplemented(RequestError):
     status, close = 501, True
 
 
-class ServiceUnavailable(RequestError):
-    status, close = 503, True
-
-
 class CredentialsUnavailable(RequestError):
     """No valid credentials to sign with right now; they come back by themselves."""
 

@@ -656,3 +656,30 @@ class CountingFetch:
     def fetched(self, url):
         with self.lock:
             return url in self.calls
+
+
+###############################################################################
+# Tickets and configurations, as a deployment has them
+###############################################################################
+
+def mint_ticket(secret, user, expiry):
+    """An upload ticket in the documented format (<user>.<expiry>.<mac>, the mac unpadded
+    base64url of HMAC-SHA256(secret, "oss-upload-ticket.v1.<user>.<expiry>")), minted
+    without appserver."""
+    import hashlib
+    import hmac
+    payload = "%s.%d" % (user, expiry)
+    mac = hmac.new(secret.encode("utf-8"), ("oss-upload-ticket.v1." + payload).encode("utf-8"),
+                   hashlib.sha256).digest()
+    return payload + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+def env_config(**environ):
+    """A Config the way a deployment gets one: from environment variables (static keys, the
+    default bucket, no callback unless given)."""
+    import appserver
+    values = {"OSS_ACCESS_KEY_ID": "ak", "OSS_ACCESS_KEY_SECRET": "sk-of-the-test",
+              "OSS_HOST": "https://examplebucket.oss-cn-hangzhou.aliyuncs.com",
+              "OSS_CALLBACK_URL": ""}
+    values.update(environ)
+    return appserver.config_from_env(values, server_url=None)

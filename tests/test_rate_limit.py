@@ -6,10 +6,7 @@ The clock of the app's rate limiter is replaced by a settable one where a test n
 time; one test runs on the real clock at 5/second.
 """
 
-import base64
-import hashlib
 import gc
-import hmac
 import http.client
 import os
 import threading
@@ -18,26 +15,11 @@ import tracemalloc
 import unittest
 
 import appserver
-from tests.support import AppServerTestCase, FakeClock, assert_json_error
+from tests.support import (AppServerTestCase, FakeClock, assert_json_error, env_config,
+                           mint_ticket)
 
 TICKET_SECRET = "ticket-secret-of-the-main-application-0123456789"
 README_MAX_CLIENTS = 10000   # README: "the least recently seen clients are forgotten past 10,000"
-
-
-def mint_ticket(secret, user, expiry):
-    """A ticket in the documented format, minted without appserver."""
-    payload = "%s.%d" % (user, expiry)
-    mac = hmac.new(secret.encode("utf-8"), ("oss-upload-ticket.v1." + payload).encode("utf-8"),
-                   hashlib.sha256).digest()
-    return payload + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
-
-
-def env_config(**environ):
-    values = {"OSS_ACCESS_KEY_ID": "ak", "OSS_ACCESS_KEY_SECRET": "sk-of-the-test",
-              "OSS_HOST": "https://examplebucket.oss-cn-hangzhou.aliyuncs.com",
-              "OSS_CALLBACK_URL": ""}
-    values.update(environ)
-    return appserver.config_from_env(values, server_url=None)
 
 
 class RateTestCase(AppServerTestCase):

@@ -21,8 +21,8 @@ import time
 import unittest
 
 import appserver
-from tests.support import (REPO, AppServerTestCase, assert_json_error, free_port, one_response,
-                           request_bytes)
+from tests.support import (REPO, AppServerTestCase, assert_json_error, env_config, free_port,
+                           mint_ticket, one_response, request_bytes)
 
 SECRET = "ticket-secret-of-the-main-application-0123456789"   # 48 bytes
 OTHER_SECRET = "another-secret-that-is-long-enough-for-hmac-keys"
@@ -31,23 +31,6 @@ TOKEN_KEYS = ("accessid", "policy", "signature", "x-oss-signature", "callback", 
 
 def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def mint_ticket(secret, user, expiry):
-    """A ticket in the documented format, minted without appserver."""
-    payload = "%s.%d" % (user, expiry)
-    mac = hmac.new(secret.encode("utf-8"), ("oss-upload-ticket.v1." + payload).encode("utf-8"),
-                   hashlib.sha256).digest()
-    return payload + "." + b64url(mac)
-
-
-def env_config(**environ):
-    """A Config the way a deployment gets one: from environment variables."""
-    values = {"OSS_ACCESS_KEY_ID": "ak", "OSS_ACCESS_KEY_SECRET": "sk-of-the-test",
-              "OSS_HOST": "https://examplebucket.oss-cn-hangzhou.aliyuncs.com",
-              "OSS_CALLBACK_URL": ""}
-    values.update(environ)
-    return appserver.config_from_env(values, server_url=None)
 
 
 def policy_of(token):
