@@ -37,6 +37,8 @@ Prints one markdown table, then the targets with the arithmetic:
 import argparse
 import base64
 import dataclasses
+import hashlib
+import hmac
 import http.client
 import http.server
 import json
@@ -192,10 +194,26 @@ class BaselineServer(http.server.ThreadingHTTPServer):
         pass  # wrk resets its connections at the end of a run
 
 
-def bench_config(key_prefix):
+BENCH_TICKET_SECRET = "bench-ticket-secret-0123456789-0123456789"
+
+
+def bench_ticket(user="bench", lifetime=3600):
+    """A ticket in the documented format (Authorization: Bearer), minted here."""
+    payload = "%s.%d" % (user, int(time.time()) + lifetime)
+    mac = hmac.new(BENCH_TICKET_SECRET.encode(), ("oss-upload-ticket.v1." + payload).encode(),
+                   hashlib.sha256).digest()
+    return payload + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def bench_config(key_prefix, token_auth=False):
     settings = dict(access_key_id="LTAI-bench", access_key_secret="bench-secret-not-real",
                     callback_url="http://127.0.0.1:8080/callback",
                     pub_key_url_prefixes=appserver.DEFAULT_PUB_KEY_URL_PREFIXES + (key_prefix,))
+    if token_auth:
+        # hmac tickets and a rate limit set high enough never to trigger: the cost of the
+        # checks, not of refusals.
+        settings.update(token_auth="hmac", token_auth_secret=BENCH_TICKET_SECRET,
+                        token_rate=(10 ** 6, 1))
     if "callback_binding" in {field.name for field in dataclasses.fields(appserver.Config)}:
         # The callbacks measured carry no grant from this server's tokens (the documentation's
         # example cannot): binding off, so that they are verified in full and accepted.
@@ -210,7 +228,8 @@ def serve(kind, key_prefix, log_path, level=logging.INFO):
         # As main() configures it: INFO to a stream, one access-log line per request.
         logging.basicConfig(level=level, stream=open(log_path, "a", buffering=1),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        server = appserver.make_server(bench_config(key_prefix), "127.0.0.1", 0)
+        server = appserver.make_server(bench_config(key_prefix, kind == "app-auth"),
+                                       "127.0.0.1", 0)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     print("PORT %d" % server.server_address[1], flush=True)
     # As main() runs it (serve_forever's loop also keeps the deadlines).
@@ -355,6 +374,57 @@ def run_wrk(wrk_pin, port, script_path, connections, duration, server_pid=None):
                                                     "timeout"))
             return stats
     raise SystemExit("bench: wrk produced no result:\n%s\n%s" % (result.stdout, result.stderr))
+
+
+def measure_token_auth(args, wrk_pin, server_pin, key_prefix, tmp, pairs=5, connections=8):
+    """Token throughput of a server with hmac tickets and a (never reached) rate limit against
+    one with no token authorization, in interleaved pairs: the cost of the checks."""
+    plain = Workload("GET / (token), no authorization", "GET", "/")
+    auth = Workload("GET / (token), hmac ticket + rate limit", "GET", "/",
+                    headers=[("Authorization", "Bearer " + bench_ticket())])
+    for name, workload in (("plain", plain), ("auth", auth)):
+        workload.script_path = os.path.join(tmp, "workload-token-%s.lua" % name)
+        with open(workload.script_path, "w") as f:
+            f.write(workload.script)
+    log_path = os.path.join(tmp, "auth.log")
+    servers = {}
+    try:
+        servers["plain"] = ServerProcess("app", server_pin, key_prefix, log_path)
+        servers["auth"] = ServerProcess("app-auth", server_pin, key_prefix, log_path)
+        for name, workload in (("plain", plain), ("auth", auth)):
+            status, body = workload.probe(servers[name].port)
+            if status != 200:
+                raise SystemExit("bench: %s answered %d: %s" % (workload.name, status, body[:200]))
+            run_wrk(wrk_pin, servers[name].port, workload.script_path, connections, args.warmup)
+        rps = {"plain": [], "auth": []}
+        for _ in range(pairs):
+            for name, workload in (("plain", plain), ("auth", auth)):
+                stats = run_wrk(wrk_pin, servers[name].port, workload.script_path, connections,
+                                args.duration)
+                if stats["errors"]:
+                    raise SystemExit("bench: %s: %d errors" % (workload.name, stats["errors"]))
+                rps[name].append(stats["rps"])
+    finally:
+        for server in servers.values():
+            server.stop()
+    ratios = sorted(a / p for a, p in zip(rps["auth"], rps["plain"]))
+    return rps, ratios[len(ratios) // 2]
+
+
+def print_token_auth(rps, ratio, connections=8):
+    print("\n## Token authorization cost (c=%d, %d interleaved pairs)\n" % (connections,
+                                                                          len(rps["plain"])))
+    print("| server | token req/s (median) | runs |")
+    print("|---|---:|---|")
+    for name, label in (("plain", "OSS_TOKEN_AUTH=none"),
+                        ("auth", "OSS_TOKEN_AUTH=hmac + OSS_TOKEN_RATE (never reached)")):
+        runs = sorted(rps[name])
+        print("| %s | %s | %s |" % (label, rate(runs[len(runs) // 2]),
+                                    ", ".join(rate(r) for r in rps[name])))
+    print("\n- %s token throughput with hmac tickets and rate limiting: %.2f of the throughput "
+          "without (median of pair ratios; target >= 0.80)" % ("PASS" if ratio >= 0.8
+                                                              else "MISS", ratio))
+    return ratio >= 0.8
 
 
 def per_op_seconds(statement, repeat=9):
@@ -710,7 +780,10 @@ def parse_arguments(argv):
                         help="run the app server with logging at WARNING (diagnosis only)")
     parser.add_argument("--no-micro", action="store_true",
                         help="skip the in-process rows (diagnosis only)")
-    parser.add_argument("--serve", choices=("baseline", "app"), help=argparse.SUPPRESS)
+    parser.add_argument("--no-auth-row", action="store_true",
+                        help="skip the token-authorization cost comparison")
+    parser.add_argument("--serve", choices=("baseline", "app", "app-auth"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--key-prefix", default="http://127.0.0.1:1/", help=argparse.SUPPRESS)
     parser.add_argument("--log", default=os.devnull, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -767,9 +840,13 @@ def main(argv=None):
     if pinned and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {server_pin})  # time the in-process rows on the server's CPU
     micro_rows, pow_seconds = ([], {}) if args.no_micro else microbenchmarks(private_2048, tmp)
+    auth = None if args.no_auth_row else measure_token_auth(args, wrk_pin, server_pin,
+                                                            keys.prefix, tmp)
 
     print_table(workloads, levels, rows, micro_rows)
     met, total = print_targets(workloads, levels, rows, pow_seconds)
+    if auth is not None:
+        met, total = met + print_token_auth(*auth), total + 1
     print("- key fetches by the app server: %d (the cache was warmed before measuring)"
           % fetches_after)
     if not args.no_access_log:
