@@ -33,7 +33,7 @@ def our_lines(stderr):
     same line right after ours."""
     return [stderr[m.start():m.start() + len(LINE)] if stderr.startswith(LINE, m.start())
             else stderr[m.start():stderr.find("\n", m.start())]
-            for m in re.finditer("appserver", stderr)]
+            for m in re.finditer("appserver: ", stderr)]  # the app's own prefix
 
 
 def run_gunicorn(*options, env, timeout=30):
