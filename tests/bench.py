@@ -840,8 +840,10 @@ def main(argv=None):
     if pinned and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {server_pin})  # time the in-process rows on the server's CPU
     micro_rows, pow_seconds = ([], {}) if args.no_micro else microbenchmarks(private_2048, tmp)
-    auth = None if args.no_auth_row else measure_token_auth(args, wrk_pin, server_pin,
-                                                            keys.prefix, tmp)
+    # An appserver.py from before token authorization (--module-dir) has nothing to compare.
+    has_auth = "token_auth" in {field.name for field in dataclasses.fields(appserver.Config)}
+    auth = None if args.no_auth_row or not has_auth else measure_token_auth(
+        args, wrk_pin, server_pin, keys.prefix, tmp)
 
     print_table(workloads, levels, rows, micro_rows)
     met, total = print_targets(workloads, levels, rows, pow_seconds)
