@@ -2599,7 +2599,6 @@ OVERLOAD_SEND_TIMEOUT = 0.5  # the fast 503 to a connection over the cap
 LOG_STOP_TIMEOUT = 2.0       # a stalled log sink must not hold up shutdown for ever
 ACCESS_LOG_BACKLOG = 10000   # access-log records waiting for the writer thread
 ACCESS_LOG_INTERVAL = 0.1    # how long a line may wait for the writer thread
-ACCESS_LOG_BATCH = 64        # lines the writer thread hands a stream in one write
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 9110 5.6.2
 # method SP origin-form (or * for OPTIONS) SP HTTP/1.x, then CRLF or a bare LF (RFC 9112 2.2)
@@ -2922,88 +2921,20 @@ class _DroppingQueueHandler(logging.handlers.QueueHandler):
 class _AccessLogWriter(logging.handlers.QueueListener):
     """The writer thread's end: records go to the access logger's handlers (and its
     parents'), so that the access log is configured like any other logger; a flush marker is
-    set once everything before it is written.
-
-    A plain StreamHandler or FileHandler (what basicConfig installs) gets a batch of lines in
-    one write. Written one by one, each line's write gave the GIL away and the writer had to
-    win it back from every request thread, once per line: with 64 busy connections it fell
-    behind and dropped a quarter to a half of the lines.
-    """
+    set once reached."""
 
     def __init__(self, queue, logger: logging.Logger):
         super().__init__(queue)
         self.logger = logger
-        self._batch = []
-
-    def dequeue(self, block):
-        if self._batch and not self.queue.qsize():
-            self._write_batch()  # caught up: write before waiting
-        item = self.queue.get(block)
-        if item is self._sentinel:
-            self._write_batch()
-        return item
 
     def handle(self, record):
         if isinstance(record, threading.Event):
-            self._write_batch()
             record.set()
         else:
-            self._batch.append(record)
-            if len(self._batch) >= ACCESS_LOG_BATCH:
-                self._write_batch()
+            self.logger.handle(record)
 
     def enqueue_sentinel(self):
         self.queue.put_control(self._sentinel)
-
-    def _write_batch(self):
-        """What Logger.handle does for each record, a batch at a time."""
-        batch, self._batch = self._batch, []
-        logger = self.logger
-        records = [] if logger.disabled else [r for r in map(_filtered(logger), batch) if r]
-        handlers, current = [], logger
-        while current:
-            handlers += current.handlers
-            current = current.parent if current.propagate else None
-        if not handlers:  # logging's last resort (or its one warning) decides
-            for record in records:
-                logger.callHandlers(record)
-        for handler in handlers:
-            mine = [r for r in records if r.levelno >= handler.level]
-            if type(handler) in (logging.StreamHandler, logging.FileHandler) \
-                    and getattr(handler, "stream", None) is not None:
-                _emit_lines(handler, mine)
-            else:
-                for record in mine:
-                    handler.handle(record)
-
-
-def _filtered(filterer: logging.Filterer) -> Callable:
-    """record -> the record that filterer lets through (since Python 3.12 a filter may return
-    a replacement), or None."""
-    def verdict(record):
-        passed = filterer.filter(record)
-        return passed if isinstance(passed, logging.LogRecord) else record if passed else None
-    return verdict
-
-
-def _emit_lines(handler: logging.StreamHandler, records: list):
-    """StreamHandler.emit for several records: their lines in one write, then one flush."""
-    handler.acquire()
-    try:
-        lines = []
-        for record in filter(None, map(_filtered(handler), records)):
-            try:
-                lines.append(handler.format(record) + handler.terminator)
-            except Exception:
-                handler.handleError(record)
-        if lines:
-            try:
-                handler.stream.write("".join(lines))
-                handler.flush()
-            except Exception:
-                handler.handleError(records[-1])
-    finally:
-        handler.release()
 
 
 ACCESS_LINE = '%s "%s %s" %s %s %.1fms%s'
