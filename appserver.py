@@ -1877,6 +1877,9 @@ DIGEST_INFO_PREFIXES = {
     "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
     "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),
 }
+# The constructors themselves: hashlib.new looks the name up on every call.
+_HASHES = {"md5": hashlib.md5, "sha1": hashlib.sha1, "sha224": hashlib.sha224,
+           "sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 
 
 def rsa_verify(key: PublicKey, message: bytes, signature: bytes, hash_name: str = "md5") -> bool:
@@ -1898,7 +1901,7 @@ def rsa_verify(key: PublicKey, message: bytes, signature: bytes, hash_name: str 
     s = int.from_bytes(signature, "big")
     if s >= key.n:  # s + k*n would otherwise verify too (a bug once in RustCrypto/RSA, #272)
         return False
-    digest_info = prefix + hashlib.new(hash_name, bytes(message), usedforsecurity=False).digest()
+    digest_info = prefix + _HASHES[hash_name](message, usedforsecurity=False).digest()
     padding = size - len(digest_info) - 3
     if padding < 8:
         return False
@@ -2091,9 +2094,6 @@ class PublicKeyCache:
 MAX_AUTHORIZATION_CHARS = 4 * ((MAX_KEY_BITS // 8 + 2) // 3)  # base64 of an 8192-bit signature
 MAX_PUB_KEY_URL_CHARS = 1024
 MAX_CALLBACK_JSON_DEPTH = 32
-# The string to sign joins path and body with '\n', so a decoded CR, LF or NUL in the path
-# could move bytes between the two.
-_CALLBACK_PATH_REFUSED = (b"\r", b"\n", b"\x00")
 
 
 def _target_bytes(raw_target) -> bytes:
@@ -2109,7 +2109,7 @@ def callback_path(raw_target) -> bytes:
     """The percent-decoded path OSS signs. A decoded CR, LF or NUL is refused: the string to
     sign joins path and body with '\\n', so such a path could move bytes between the two."""
     path = urllib.parse.unquote_to_bytes(_target_bytes(raw_target).partition(b"?")[0])
-    if any(c in path for c in _CALLBACK_PATH_REFUSED):
+    if b"\r" in path or b"\n" in path or b"\x00" in path:
         raise CallbackRejected("callback path contains control characters")
     return path
 
@@ -2315,16 +2315,18 @@ def callback_preflight(config: Config, target, headers: Mapping[str, list],
 
 
 def verify_callback(config: Config, keys, target, headers: Mapping[str, list], body: bytes,
-                    *, binding_key: Optional[bytes] = None, now: Optional[float] = None) -> dict:
+                    *, binding_key: Optional[bytes] = None, now: Optional[float] = None,
+                    preflight: Optional[tuple] = None) -> dict:
     """The upload a callback reports, once it is proven that OSS signed it and (with callback
     binding on) that it is about an upload one of our tokens granted; else CallbackRejected.
 
     ``keys.get(url)`` returns the PublicKey for an allowed key URL or raises
     PubKeyUnavailable; ``target`` is the raw request target, ``headers`` maps lower-case names
     to lists of values. Returns {"user", "bucket", "object", "size", "fields"}. The mirror of
-    issue_token: a function of its inputs.
+    issue_token: a function of its inputs. ``preflight``: what callback_preflight returned for
+    this same request, when the caller ran it before reading the body.
     """
-    signature, pub_key_url, grant = callback_preflight(
+    signature, pub_key_url, grant = preflight or callback_preflight(
         config, target, headers, binding_key, time.time() if now is None else now)
     try:
         key = keys.get(pub_key_url)
