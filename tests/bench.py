@@ -226,7 +226,9 @@ def serve(kind, key_prefix, log_path, level=logging.INFO):
         server = BaselineServer(("127.0.0.1", 0), BaselineHandler)
     else:
         # As main() configures it: INFO to a stream, one access-log line per request.
-        logging.basicConfig(level=level, stream=open(log_path, "a", buffering=1),
+        stream = open(log_path, "a", buffering=1)
+        handler_class = getattr(appserver, "BatchingStreamHandler", logging.StreamHandler)
+        logging.basicConfig(level=level, handlers=[handler_class(stream)],
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         server = appserver.make_server(bench_config(key_prefix, kind == "app-auth"),
                                        "127.0.0.1", 0)

@@ -93,5 +93,57 @@ class ArrivalTime(unittest.TestCase):
             self.assertNotIn("s3cret", records[0].getMessage())
 
 
+class CountingStream:
+    """A text stream that records each write; its first write waits for ``release``."""
+
+    def __init__(self):
+        self.writes = []
+        self.first_write = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, text):
+        if not self.writes:
+            self.first_write.set()
+            self.release.wait(5)
+        self.writes.append(text)
+
+    def flush(self):
+        pass
+
+
+class BatchedWrites(unittest.TestCase):
+    """Lines that pile up behind a slow sink go out in a few writes, all of them, in order."""
+
+    def setUp(self):
+        self.stream = CountingStream()
+        self.handler = appserver.BatchingStreamHandler(self.stream)
+        self.handler.setFormatter(logging.Formatter("%(message)s"))
+        self.logger = logging.getLogger("test.batched.%d" % id(self))
+        self.logger.propagate = False
+        self.logger.setLevel(logging.INFO)
+        self.logger.addHandler(self.handler)
+        self.access_log = appserver.AccessLogQueue(self.logger)
+        self.addCleanup(self.access_log.close)
+        self.addCleanup(self.stream.release.set)
+
+    def test_a_backlog_is_written_in_batches_of_at_most_64_lines_in_order(self):
+        self.access_log.record(time.time(), "127.0.0.1", "GET", "/first", 200, 1, 0.1)
+        self.assertTrue(self.stream.first_write.wait(5))
+        for i in range(200):  # the writer is stuck in its first write: these queue up
+            self.access_log.record(time.time(), "127.0.0.1", "GET", "/n%d" % i, 200, 1, 0.1)
+        self.stream.release.set()
+        self.assertTrue(self.access_log.flush(5))
+        lines = "".join(self.stream.writes).splitlines()
+        self.assertEqual([line.split()[2].strip('"') for line in lines],
+                         ["/first"] + ["/n%d" % i for i in range(200)])
+        self.assertEqual(len(self.stream.writes), 1 + 4, [w.count("\n") for w in self.stream.writes])
+        self.assertLessEqual(max(w.count("\n") for w in self.stream.writes), 64)
+
+    def test_a_line_from_any_other_thread_is_written_at_once(self):
+        self.stream.release.set()
+        self.logger.warning("from a request thread")
+        self.assertEqual(self.stream.writes, ["from a request thread\n"])
+
+
 if __name__ == "__main__":
     unittest.main()
