@@ -21,8 +21,8 @@ import time
 import unittest
 
 import appserver
-from tests.support import (REPO, AppServerTestCase, assert_json_error, env_config, free_port,
-                           mint_ticket, one_response, request_bytes)
+from tests.support import (REPO, AppServerTestCase, FakeClock, assert_json_error, env_config,
+                           free_port, mint_ticket, one_response, request_bytes)
 
 SECRET = "ticket-secret-of-the-main-application-0123456789"   # 48 bytes
 OTHER_SECRET = "another-secret-that-is-long-enough-for-hmac-keys"
@@ -153,6 +153,21 @@ class HmacTickets(TokenAuthTestCase):
         self.assertEqual(headers["www-authenticate"], ["Bearer"])
         self.assertNotIn(b"policy", body)
 
+    def test_a_ticket_that_worked_is_refused_once_it_has_expired(self):
+        clock = FakeClock(time.time())
+        config = env_config(OSS_TOKEN_AUTH="hmac", OSS_TOKEN_AUTH_SECRET=SECRET,
+                            OSS_UPLOAD_DIR="uploads/{user}/")
+        self.start_server(config, app=appserver.App(config, clock=clock))
+        ticket = mint_ticket(SECRET, "alice", int(clock()) + 60)
+        self.assert_token(*self.get_token(self.bearer(ticket)), "uploads/alice/")
+        clock.advance(61)
+        document = self.assert_refused(*self.get_token(self.bearer(ticket)))
+        self.assertIn("expired", document["Message"])
+        # A forged twin of the ticket that worked is still a forgery.
+        user, expiry, mac = ticket.split(".")
+        self.assert_refused(*self.get_token(self.bearer("%s.%d.%s" % (user, int(expiry) + 60,
+                                                                      mac))))
+
     def test_a_refused_ticket_is_not_a_server_error(self):
         self.get_token(self.bearer("alice.1.%s" % ("A" * 43)))
         self.assertEqual(self.logs.tracebacks(), [])
@@ -261,6 +276,17 @@ class AuthorizeHook(TokenAuthTestCase):
             with self.subTest(grant=grant):
                 self.start(lambda request: grant)
                 self.assert_refused(*self.get_token(), expected=500)
+
+    def test_a_bad_grant_is_refused_every_time_not_only_the_first(self):
+        self.start(lambda request: appserver.Grant("dave", "elsewhere/", 1000))
+        for _ in range(3):
+            self.assert_refused(*self.get_token(), expected=500)
+
+    def test_a_grant_with_a_list_of_types_is_checked_and_works_every_time(self):
+        self.start(lambda request: appserver.Grant("dave", "uploads/d/", 10, ["image/png"]))
+        for _ in range(2):
+            token = self.assert_token(*self.get_token(), "uploads/d/")
+            self.assertEqual(token["contentTypes"], ["image/png"])
 
     def test_a_grant_without_a_user_is_fine(self):
         self.start(lambda request: appserver.Grant(None, "uploads/", 10))
