@@ -807,11 +807,16 @@ def check_token_auth(values: dict) -> None:
 def template_fields(body: str, body_type: str) -> dict:
     """{OSS variable: field name} for the variables a callback body template renders as a
     whole value: 'size=${size}', or '"size":${size}' in JSON."""
+    return dict(_template_pairs(body, body_type))
+
+
+@functools.lru_cache(maxsize=8)  # one template per configuration, read on every callback
+def _template_pairs(body: str, body_type: str) -> tuple:
     if body_type == "application/json":
         pairs = re.findall(r'"([^"\\]+)"\s*:\s*\$\{([A-Za-z.]+)\}', body)
     else:
         pairs = re.findall(r"(?:^|&)([^=&]+)=\$\{([A-Za-z.]+)\}(?=&|$)", body)
-    return {variable: name for name, variable in pairs}
+    return tuple((variable, name) for name, variable in pairs)
 
 
 def check_callback_binding(values: dict) -> None:
