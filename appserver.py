@@ -13,14 +13,15 @@ Standard library only; importing this module starts nothing. Run it with
 The sections below are the architecture, in dependency order: each refers only to names of
 its own section or of earlier ones.
 
- 1. Errors                   9. RSA
- 2. Encoding                10. Key trust (key URLs, fetch, cache)
- 3. Configuration           11. Callback verification
- 4. Outbound HTTP client    12. Application (routes -> Response)
- 5. Credentials             13. HTTP/1.1 transport
- 6. Grants (who may upload) 14. WSGI
- 7. Upload policy           15. Command line
- 8. PEM/DER
+ 1. Errors                  10. RSA
+ 2. Encoding                11. Key trust (key URLs, fetch, cache)
+ 3. Configuration           12. Callback verification (and upload confirmation)
+ 4. Outbound HTTP client    13. Application (routes -> Response)
+ 5. Credentials             14. HTTP/1.1 transport
+ 6. Grants (who may upload) 15. WSGI
+ 7. Upload policy           16. Deployment check (--check, bucket CORS)
+ 8. OSS requests (signer)   17. Command line
+ 9. PEM/DER
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import copy
 import dataclasses
 import datetime
 import email.utils
@@ -56,6 +58,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+import xml.etree.ElementTree
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 __all__ = [
@@ -89,6 +92,10 @@ class ConfigError(AppServerError):
 
 class FetchFailed(AppServerError):
     """An outbound request got no usable answer: refused, too slow, too large or malformed."""
+
+
+class OssRefused(AppServerError):
+    """OSS answered a request of ours with an error; the message holds its Code."""
 
 
 class CredentialsError(AppServerError):
@@ -148,6 +155,12 @@ class Forbidden(RequestError):
     status = 403
 
 
+class InvalidArgument(RequestError):
+    """A request parameter we refuse; the connection stays usable."""
+
+    status = 400
+
+
 class NotFound(RequestError):
     status = 404
 
@@ -195,6 +208,19 @@ class CredentialsUnavailable(RequestError):
     def __init__(self, retry_after: int = 5):
         super().__init__("upload credentials unavailable",
                          headers=[("Retry-After", str(retry_after))])
+
+
+class UploadUnconfirmed(RequestError):
+    """OSS could not say whether a verified callback's object is in our bucket: no answer in
+    time, a 5xx, no permission, or no credentials to ask with. The object stays; OSS reports
+    203 CallbackFailed to the browser. ``forbidden``: OSS refused our HEAD (a 403)."""
+
+    status = 503
+
+    def __init__(self, message, reason=None, *, forbidden: bool = False):
+        super().__init__(message)
+        self.reason = reason or message
+        self.forbidden = forbidden
 
 
 class HTTPVersionNotSupported(RequestError):
@@ -684,6 +710,14 @@ SETTINGS = (
             _service_url, "metadata service, for private deployments and tests"),
     Setting("OSS_CREDENTIAL_MARGIN_SECONDS", "credential_margin", 60, _whole_number(0, 3600),
             "temporary credentials count as expired this long before they do"),
+    Setting("OSS_CONFIRM_UPLOADS", "confirm_uploads", "auto", _choice("auto", "1", "0"),
+            "after a verified callback, a signed HEAD must find the object in our bucket with "
+            "the callback's size (and ${crc64}); auto: on with real credentials, a known bucket "
+            "and a callback body with ${object}", empty_is_default=True),
+    Setting("OSS_DOWNLOAD_EXPIRE_SECONDS", "download_expire_seconds", 0,
+            _whole_number(0, 7 * 24 * 3600),
+            "lifetime of the presigned links of GET /download-url?key=...; 0: no such "
+            "endpoint; needs OSS_TOKEN_AUTH hmac or header"),
     Setting("OSS_STATIC_DIR", "static_dir", None, _directory,
             "folder with the browser client, for a restyled page", "the bundled page"),
 )
@@ -703,6 +737,14 @@ def _placeholder_credentials(config) -> bool:
             or config.access_key_secret == PLACEHOLDER_ACCESS_KEY_SECRET)
 
 
+def _confirms_uploads(config) -> bool:
+    if config.confirm_uploads != "auto":
+        return config.confirm_uploads == "1"
+    return (not config.placeholder_credentials and bool(config.bucket)
+            and bool(config.callback_url)
+            and "object" in template_fields(config.callback_body, config.callback_body_type))
+
+
 # Everything the server needs, read once; made from SETTINGS so that a default is written
 # in one place. Secrets are kept out of repr.
 Config = dataclasses.make_dataclass(
@@ -711,6 +753,7 @@ Config = dataclasses.make_dataclass(
     frozen=True,
     namespace={"__post_init__": _check_config,
                "placeholder_credentials": property(_placeholder_credentials),
+               "confirms_uploads": property(_confirms_uploads),
                "__module__": __name__,
                "__doc__": "The settings, one field each (see SETTINGS); frozen, read once."})
 
@@ -757,6 +800,7 @@ def config_from_env(environ: Mapping[str, str],
     values["credentials"] = resolve_credentials(values)
     if values["callback_binding"] and values["callback_url"]:
         check_callback_binding(values)
+    check_oss_requests(values)
     return Config(**values)
 
 
@@ -804,6 +848,32 @@ def check_token_auth(values: dict) -> None:
                                             "header to know the user" % USER_PLACEHOLDER)
 
 
+def check_oss_requests(values: dict) -> None:
+    """What upload confirmation and download links need to work at all."""
+    if values["confirm_uploads"] == "1":
+        if values["credentials"] in ("placeholder", "static") and (
+                values["access_key_secret"] == PLACEHOLDER_ACCESS_KEY_SECRET
+                or values["access_key_id"] == PLACEHOLDER_ACCESS_KEY_ID):
+            raise ConfigError("OSS_CONFIRM_UPLOADS", "=1 needs real credentials: OSS refuses "
+                                                     "a HEAD signed with placeholders")
+        if not values["bucket"]:
+            raise ConfigError("OSS_CONFIRM_UPLOADS", "=1 needs the bucket (OSS_BUCKET, or an "
+                                                     "OSS_HOST that names it)")
+        if "object" not in template_fields(values["callback_body"],
+                                           values["callback_body_type"]):
+            raise ConfigError("OSS_CONFIRM_UPLOADS", "=1 needs a callback body that renders "
+                                                     "${object}")
+    if values["download_expire_seconds"]:
+        if values["token_auth"] == "none":
+            # With CORS * and guessable keys, any web page could read every upload.
+            raise ConfigError("OSS_DOWNLOAD_EXPIRE_SECONDS", "needs OSS_TOKEN_AUTH=hmac or "
+                                                             "header: with none, anyone could "
+                                                             "read every upload")
+        if not values["bucket"]:
+            raise ConfigError("OSS_DOWNLOAD_EXPIRE_SECONDS", "needs the bucket (OSS_BUCKET, or "
+                                                             "an OSS_HOST that names it)")
+
+
 def template_fields(body: str, body_type: str) -> dict:
     """{OSS variable: field name} for the variables a callback body template renders as a
     whole value: 'size=${size}', or '"size":${size}' in JSON."""
@@ -813,9 +883,9 @@ def template_fields(body: str, body_type: str) -> dict:
 @functools.lru_cache(maxsize=8)  # one template per configuration, read on every callback
 def _template_pairs(body: str, body_type: str) -> tuple:
     if body_type == "application/json":
-        pairs = re.findall(r'"([^"\\]+)"\s*:\s*\$\{([A-Za-z.]+)\}', body)
+        pairs = re.findall(r'"([^"\\]+)"\s*:\s*\$\{([A-Za-z0-9.]+)\}', body)
     else:
-        pairs = re.findall(r"(?:^|&)([^=&]+)=\$\{([A-Za-z.]+)\}(?=&|$)", body)
+        pairs = re.findall(r"(?:^|&)([^=&]+)=\$\{([A-Za-z0-9.]+)\}(?=&|$)", body)
     return tuple((variable, name) for name, variable in pairs)
 
 
@@ -861,7 +931,8 @@ def config_warnings(config: Config) -> list:
         warnings.append("OSS_UPLOAD_DIR is empty: browsers may write any key in the bucket")
     if config.placeholder_credentials:
         warnings.append("OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET are placeholders: "
-                        "uploads to real OSS will fail with InvalidAccessKeyId")
+                        "uploads to real OSS will fail with InvalidAccessKeyId, and uploads "
+                        "are not confirmed with a HEAD")
     if not config.callback_binding:
         warnings.append("OSS_CALLBACK_BINDING=0: any callback OSS signs is accepted, also one "
                         "that another OSS user aims at this server from their own bucket")
@@ -1731,11 +1802,317 @@ def issue_token(config: Config, now: Optional[float] = None, grant: Optional[Gra
         token["callback"] = callback
     if grant.content_types:
         token["contentTypes"] = list(grant.content_types)
+    if config.download_expire_seconds:
+        token["downloads"] = True
     return token
 
 
 ###############################################################################
-# 8. PEM/DER ##################################################################
+# 8. OSS requests #############################################################
+###############################################################################
+
+# The server's own requests to OSS: a HEAD that confirms an upload, the bucket reads and the
+# CORS write of --check and --apply-cors, and presigned download links. Signed as the OSS
+# developer reference says ("Include a V1 signature in the Authorization header", "(Recommended)
+# Include a V4 signature in the Authorization header", "Add signatures to URLs", "Add a V4
+# signature to a URL"), and sent through fetch(): no proxies, no redirects, a deadline, a cap.
+
+OSS_V4_SCOPE = "%s/%s/oss/aliyun_v4_request"   # date, region
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+MAX_OSS_RESPONSE_BYTES = 1024 * 1024
+MAX_OBJECT_KEY_BYTES = 1023     # OSS object names are 1 to 1023 bytes of UTF-8
+# Query parameters that V1 signs (the CanonicalizedResource's sub-resources); V4 signs every
+# parameter. Only these ever leave this server.
+V1_SUBRESOURCES = frozenset({
+    "acl", "bucketInfo", "cors", "location", "objectMeta", "security-token", "versionId",
+    "response-cache-control", "response-content-disposition", "response-content-encoding",
+    "response-content-language", "response-content-type", "response-expires"})
+
+
+class OssAnswer(NamedTuple):
+    """An OSS answer: status, headers, body, and the error Code and Message OSS gave (from the
+    XML body, or for a HEAD, which has none, from the base64 XML of x-oss-err)."""
+
+    status: int
+    headers: Any
+    body: bytes
+    code: str = ""
+    message: str = ""
+
+
+def oss_quote(text: str, safe: str = "") -> str:
+    """RFC 3986 percent-encoding, upper-case hex; ``safe`` is kept as well (V4's canonical
+    URI keeps '/', its query does not)."""
+    return urllib.parse.quote(text, safe=safe)
+
+
+def v1_string_to_sign(method: str, bucket: str, key: str, query: Mapping[str, Optional[str]],
+                      headers: Mapping[str, str], date: str) -> str:
+    """VERB, Content-MD5, Content-Type, Date (or an Expires time), the x-oss-* headers sorted,
+    then the resource /bucket/key with its sub-resources: the object name is not encoded."""
+    lower = {name.lower(): value for name, value in headers.items()}
+    oss_headers = "".join("%s:%s\n" % (name, lower[name].strip()) for name in sorted(lower)
+                          if name.startswith("x-oss-"))
+    subresources = sorted((name, value) for name, value in query.items()
+                          if name in V1_SUBRESOURCES)
+    resource = "/%s/%s" % (bucket, key)
+    if subresources:
+        resource += "?" + "&".join(name + "=" + value if value else name
+                                   for name, value in subresources)
+    return "\n".join([method, lower.get("content-md5", ""), lower.get("content-type", ""),
+                      date, oss_headers + resource])
+
+
+def v4_canonical_request(method: str, bucket: str, key: str,
+                         query: Mapping[str, Optional[str]], headers: Mapping[str, str]) -> str:
+    """VERB, the URI /bucket/key (encoded, '/' kept), every query parameter encoded and sorted
+    (a parameter without a value bare, with no '='), the signed headers (content-type,
+    content-md5 and x-oss-*), an empty AdditionalHeaders line, and the payload hash."""
+    lower = {name.lower(): value.strip() for name, value in headers.items()}
+    signed = sorted(name for name in lower
+                    if name.startswith("x-oss-") or name in ("content-type", "content-md5"))
+    encoded = sorted((oss_quote(name), oss_quote(value) if value else "")
+                     for name, value in query.items())
+    return "\n".join([method, oss_quote("/%s/%s" % (bucket, key), safe="/"),
+                      "&".join(name + "=" + value if value else name for name, value in encoded),
+                      "".join("%s:%s\n" % (name, lower[name]) for name in signed), "",
+                      lower.get("x-oss-content-sha256", UNSIGNED_PAYLOAD)])
+
+
+def v4_string_to_sign(canonical_request: str, x_oss_date: str, scope: str) -> str:
+    return "\n".join([V4_ALGORITHM, x_oss_date, scope,
+                      hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()])
+
+
+def _v4_signature(secret: str, region: str, moment: datetime.datetime, canonical: str) -> tuple:
+    """(scope, x-oss-date, hex signature)."""
+    yyyymmdd, x_oss_date = moment.strftime("%Y%m%d"), moment.strftime("%Y%m%dT%H%M%SZ")
+    scope = OSS_V4_SCOPE % (yyyymmdd, region)
+    signature = hmac.new(v4_signing_key(secret, yyyymmdd, region),
+                         v4_string_to_sign(canonical, x_oss_date, scope).encode("utf-8"),
+                         hashlib.sha256).hexdigest()
+    return scope, x_oss_date, signature
+
+
+def _utc(now: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(int(now), datetime.timezone.utc)
+
+
+def sign_headers(version: str, credentials: Credentials, region: Optional[str], method: str,
+                 bucket: str, key: str, query: Mapping[str, Optional[str]],
+                 headers: Mapping[str, str], now: float) -> dict:
+    """``headers`` plus what a signed request carries: Date (V1) or x-oss-date and
+    x-oss-content-sha256 (V4), x-oss-security-token with STS credentials, Authorization."""
+    signed = dict(headers)
+    if credentials.security_token:
+        signed["x-oss-security-token"] = credentials.security_token
+    if version == "v4":
+        moment = _utc(now)
+        signed["x-oss-date"] = moment.strftime("%Y%m%dT%H%M%SZ")
+        signed["x-oss-content-sha256"] = UNSIGNED_PAYLOAD
+        canonical = v4_canonical_request(method, bucket, key, query, signed)
+        scope, _, signature = _v4_signature(credentials.access_key_secret, region, moment,
+                                            canonical)
+        signed["Authorization"] = "%s Credential=%s/%s, Signature=%s" % (
+            V4_ALGORITHM, credentials.access_key_id, scope, signature)
+        return signed
+    signed["Date"] = email.utils.formatdate(int(now), usegmt=True)
+    digest = hmac.new(credentials.access_key_secret.encode("utf-8"),
+                      v1_string_to_sign(method, bucket, key, query, signed,
+                                        signed["Date"]).encode("utf-8"), hashlib.sha1).digest()
+    signed["Authorization"] = "OSS %s:%s" % (credentials.access_key_id, b64encode_text(digest))
+    return signed
+
+
+def presign_query(version: str, credentials: Credentials, region: Optional[str], method: str,
+                  bucket: str, key: str, now: float, expires_in: int) -> str:
+    """The query string of a presigned URL, valid ``expires_in`` seconds from ``now``: V1's
+    OSSAccessKeyId, Expires (absolute) and Signature, or V4's x-oss-* parameters (relative
+    x-oss-expires); the STS token goes first, and is signed."""
+    params = {}
+    if version == "v4":
+        moment = _utc(now)
+        if credentials.security_token:
+            params["x-oss-security-token"] = credentials.security_token
+        params["x-oss-date"] = moment.strftime("%Y%m%dT%H%M%SZ")
+        params["x-oss-expires"] = str(expires_in)
+        params["x-oss-signature-version"] = V4_ALGORITHM
+        params["x-oss-credential"] = "%s/%s" % (credentials.access_key_id, OSS_V4_SCOPE % (
+            moment.strftime("%Y%m%d"), region))
+        canonical = v4_canonical_request(method, bucket, key, params, {})
+        params["x-oss-signature"] = _v4_signature(credentials.access_key_secret, region,
+                                                  moment, canonical)[2]
+    else:
+        expires = str(int(now) + expires_in)
+        if credentials.security_token:
+            params["security-token"] = credentials.security_token
+        digest = hmac.new(credentials.access_key_secret.encode("utf-8"),
+                          v1_string_to_sign(method, bucket, key, params, {}, expires)
+                          .encode("utf-8"), hashlib.sha1).digest()
+        params.update(OSSAccessKeyId=credentials.access_key_id, Expires=expires,
+                      Signature=b64encode_text(digest))
+    return "&".join("%s=%s" % (name, oss_quote(value)) for name, value in params.items())
+
+
+def object_url(config: Config, key: str) -> str:
+    """The object's URL on the bucket host (OSS_HOST), '/' kept in the path."""
+    return "%s/%s" % (config.host, oss_quote(key, safe="/"))
+
+
+def _xml_text(body: bytes, *paths: str) -> list:
+    """The text of each ``path`` in an OSS XML document; [] for anything that is not one.
+    A DOCTYPE is refused outright: OSS never sends one, and entities are how XML parsers
+    are made to blow up."""
+    if not body or b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        return ["" for _ in paths]
+    try:
+        root = xml.etree.ElementTree.fromstring(body)
+    except (xml.etree.ElementTree.ParseError, ValueError):
+        return ["" for _ in paths]
+    return [(root.findtext(path) or "").strip() for path in paths]
+
+
+def oss_error(status: int, headers, body: bytes) -> tuple:
+    """(Code, Message) of an OSS error answer: the XML body, or for a HEAD (which has no
+    body) the base64 XML that OSS puts in x-oss-err."""
+    if not body and headers.get("x-oss-err"):
+        try:
+            body = base64.b64decode(headers.get("x-oss-err"), validate=True)
+        except (binascii.Error, ValueError):
+            body = b""
+    if status < 300 and not body.startswith(b"<?xml"):
+        return "", ""
+    code, message = _xml_text(body, "Code", "Message") if body else ("", "")
+    return printable(code, 64), printable(message, 300)
+
+
+def oss_request(config: Config, credentials: Credentials, method: str, key: str = "", *,
+                query: Optional[Mapping[str, Optional[str]]] = None,
+                headers: Optional[Mapping[str, str]] = None, body: Optional[bytes] = None,
+                timeout: float, now: Optional[float] = None,
+                max_bytes: int = MAX_OSS_RESPONSE_BYTES) -> OssAnswer:
+    """One signed request to the bucket at OSS_HOST, in OSS_SIGNATURE_VERSION, or
+    FetchFailed. ``key`` "" is the bucket itself (``query`` then names the sub-resource)."""
+    query = dict(query or {})
+    parts = urllib.parse.urlsplit(config.host)
+    signed = sign_headers(config.signature_version, credentials, config.region, method,
+                          config.bucket, key, query, headers or {},
+                          time.time() if now is None else now)
+    target = "/" + oss_quote(key, safe="/")
+    if query:
+        target += "?" + "&".join(oss_quote(name) + ("=" + oss_quote(value) if value else "")
+                                 for name, value in query.items())
+    answer = fetch(parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme],
+                   target, method=method, headers=signed, body=body, timeout=timeout,
+                   max_bytes=max_bytes)
+    return OssAnswer(answer.status, answer.headers, answer.body,
+                     *oss_error(answer.status, answer.headers, answer.body))
+
+
+# Bucket CORS (PutBucketCors, GetBucketCors): a browser's PostObject needs a rule that admits
+# the page's origin and POST, and exposes ETag and x-oss-request-id, or clients such as Uppy
+# cannot read the answer. OSS applies the first rule that matches origin, method and headers.
+
+UPLOAD_EXPOSE_HEADERS = ("ETag", "x-oss-request-id")
+CORS_MAX_AGE = "600"
+
+
+def parse_cors_configuration(body: bytes):
+    """The CORSConfiguration element of a GetBucketCors answer, or ValueError."""
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise ValueError("the CORS configuration holds a DOCTYPE")
+    try:
+        root = xml.etree.ElementTree.fromstring(body)
+    except xml.etree.ElementTree.ParseError:
+        raise ValueError("the CORS configuration is not XML") from None
+    if root.tag != "CORSConfiguration":
+        raise ValueError("the answer is not a CORSConfiguration")
+    return root
+
+
+def cors_origin_matches(pattern: str, origin: str) -> bool:
+    """An AllowedOrigin with at most one '*', which stands for any run of characters."""
+    head, star, tail = pattern.partition("*")
+    if not star:
+        return pattern == origin
+    return (len(origin) >= len(head) + len(tail) and origin.startswith(head)
+            and origin.endswith(tail))
+
+
+def _texts(rule, tag: str) -> list:
+    return [(element.text or "").strip() for element in rule.findall(tag)]
+
+
+def upload_cors_rule(root, origin: str):
+    """The rule OSS applies to a POST from ``origin``: the first that admits both; or None."""
+    for rule in root.findall("CORSRule"):
+        if any(cors_origin_matches(o, origin) for o in _texts(rule, "AllowedOrigin")) \
+                and "POST" in [m.upper() for m in _texts(rule, "AllowedMethod")]:
+            return rule
+    return None
+
+
+def cors_upload_problem(root, origin: str) -> Optional[str]:
+    """None when the bucket's rules let a page at ``origin`` upload and read the answer;
+    else what is missing."""
+    rule = upload_cors_rule(root, origin)
+    if rule is None:
+        return "no CORS rule admits POST from %s" % origin
+    exposed = {h.lower() for h in _texts(rule, "ExposeHeader")}
+    missing = [h for h in UPLOAD_EXPOSE_HEADERS if h.lower() not in exposed]
+    if missing:
+        return "the rule for %s does not expose %s" % (origin, ", ".join(missing))
+    return None
+
+
+def cors_with_upload_rule(root, origin: str):
+    """A copy of the configuration that admits uploads from ``origin``: the first rule that
+    matches ``origin`` and POST gains the expose headers it lacks, or, with none, a rule of
+    ours goes first. Every other rule and ResponseVary stay as they are."""
+    root = copy.deepcopy(root)
+    rule = upload_cors_rule(root, origin)
+    if rule is None:
+        rule = xml.etree.ElementTree.Element("CORSRule")
+        for tag, value in (("AllowedOrigin", origin), ("AllowedMethod", "POST"),
+                           ("AllowedHeader", "*")) + tuple(
+                               ("ExposeHeader", h) for h in UPLOAD_EXPOSE_HEADERS) + (
+                           ("MaxAgeSeconds", CORS_MAX_AGE),):
+            xml.etree.ElementTree.SubElement(rule, tag).text = value
+        root.insert(0, rule)
+        return root
+    exposed = {h.lower() for h in _texts(rule, "ExposeHeader")}
+    at = next((i for i, child in enumerate(rule) if child.tag == "MaxAgeSeconds"), len(rule))
+    for header in UPLOAD_EXPOSE_HEADERS:
+        if header.lower() not in exposed:
+            element = xml.etree.ElementTree.Element("ExposeHeader")
+            element.text = header
+            rule.insert(at, element)
+            at += 1
+    return root
+
+
+def cors_xml(root) -> bytes:
+    root = copy.deepcopy(root)
+    xml.etree.ElementTree.indent(root)
+    return xml.etree.ElementTree.tostring(root, encoding="UTF-8", xml_declaration=True)
+
+
+def check_object_key(key: str) -> str:
+    """An object name a client may ask about, or InvalidArgument: 1 to 1023 bytes of UTF-8,
+    no control characters, no '.' or '..' segment (a path a proxy or SDK could normalize into
+    another folder)."""
+    if not key or len(key.encode("utf-8", "surrogatepass")) > MAX_OBJECT_KEY_BYTES:
+        raise InvalidArgument("key must be 1 to %d bytes" % MAX_OBJECT_KEY_BYTES)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in key):
+        raise InvalidArgument("key holds control characters")
+    if key.startswith("/") or "\\" in key or any(s in (".", "..") for s in key.split("/")):
+        raise InvalidArgument("key must not start with '/' or hold a '.' or '..' segment or "
+                              "a backslash")
+    return key
+
+
+###############################################################################
+# 9. PEM/DER ##################################################################
 ###############################################################################
 
 class PublicKey(NamedTuple):
@@ -1869,7 +2246,7 @@ def load_public_key(data: bytes) -> PublicKey:
 
 
 ###############################################################################
-# 9. RSA ######################################################################
+# 10. RSA #####################################################################
 ###############################################################################
 
 # DER DigestInfo prefixes, NULL parameters included (RFC 8017 9.2 note 1). OSS signs with
@@ -1915,7 +2292,7 @@ def rsa_verify(key: PublicKey, message: bytes, signature: bytes, hash_name: str 
 
 
 ###############################################################################
-# 10. Key trust ###############################################################
+# 11. Key trust ###############################################################
 ###############################################################################
 
 OSS_CALLBACK_KEY_URL = "http://gosspublic.alicdn.com/callback_pub_key_v1.pem"
@@ -2093,7 +2470,7 @@ class PublicKeyCache:
 
 
 ###############################################################################
-# 11. Callback verification ###################################################
+# 12. Callback verification ###################################################
 ###############################################################################
 
 MAX_AUTHORIZATION_CHARS = 4 * ((MAX_KEY_BITS // 8 + 2) // 3)  # base64 of an 8192-bit signature
@@ -2350,8 +2727,54 @@ def verify_callback(config: Config, keys, target, headers: Mapping[str, list], b
     return upload_record(config, grant, fields)
 
 
+# OSS gives a whole callback 5 s. The key fetch (at most KEY_FETCH_DEADLINE), the HEAD and
+# whatever follows share this budget, each step getting what remains.
+CALLBACK_BUDGET = 4.5
+
+
+def confirm_upload(config: Config, credentials: Credentials, upload: dict, *,
+                   timeout: float, now: Optional[float] = None,
+                   request: Callable = oss_request) -> None:
+    """Proof that the object a verified callback names is in our bucket, as large as the
+    callback says, and with its CRC-64 when the template renders ${crc64}: a signed HEAD
+    (HeadObject). A callback for another bucket's object, which a token holder could have
+    OSS sign, finds nothing here. CallbackRejected (400) when the object is not there or
+    differs; UploadUnconfirmed (503) when OSS cannot say."""
+    key = upload["object"]
+    if not isinstance(key, str) or not key:
+        raise CallbackRejected("callback names no object to confirm")
+    if timeout <= 0:
+        raise UploadUnconfirmed("upload not confirmed: OSS did not answer in time",
+                                "no time left in the callback's budget for the HEAD")
+    try:
+        answer = request(config, credentials, "HEAD", key, timeout=timeout, now=now)
+    except FetchFailed as exc:
+        raise UploadUnconfirmed("upload not confirmed: OSS did not answer in time",
+                                "HEAD %s: %s" % (printable(key), exc)) from None
+    if answer.status == 404:  # a missing key is a 404 to a caller that may read objects
+        raise CallbackRejected("callback object is not in our bucket",
+                               "HEAD %s: 404 %s" % (printable(key), answer.code))
+    if answer.status != 200:
+        raise UploadUnconfirmed("upload not confirmed: OSS refused to answer",
+                                "HEAD %s: HTTP %d %s" % (printable(key), answer.status,
+                                                         answer.code),
+                                forbidden=answer.status == 403)
+    if upload["size"] is not None and answer.headers.get("Content-Length") != str(
+            upload["size"]):
+        raise CallbackRejected("callback size does not match the object",
+                               "callback says %s bytes, OSS has %s" % (
+                                   upload["size"],
+                                   printable(str(answer.headers.get("Content-Length")))))
+    crc_field = template_fields(config.callback_body, config.callback_body_type).get("crc64")
+    if crc_field is not None:
+        claimed, stored = upload["fields"].get(crc_field), answer.headers.get(
+            "x-oss-hash-crc64ecma")
+        if stored is None or str(claimed) != stored:
+            raise CallbackRejected("callback crc64 does not match the object")
+
+
 ###############################################################################
-# 12. Application #############################################################
+# 13. Application #############################################################
 ###############################################################################
 
 class Response(NamedTuple):
@@ -2496,6 +2919,7 @@ class App:
                           % config.host)
         self._tokens = {}  # (second, grant) -> body: a token depends on nothing else
         self._checked_grants = {}
+        self._head_refusal_logged = False
 
     def cors_headers(self, headers: Mapping[str, list]) -> list:
         """CORS for one request: '*' as configured, or the request's Origin echoed (with
@@ -2517,7 +2941,7 @@ class App:
         cors = self.cors_headers(headers)
         try:
             if method in ("GET", "HEAD"):
-                return self._get(target.partition("?")[0], headers, peer, cors)
+                return self._get(target, headers, peer, cors)
             if method == "POST":
                 return self._callback(target, headers, content_length, read_body)
             if method == "OPTIONS":
@@ -2527,15 +2951,19 @@ class App:
                 raise MethodNotAllowed("method not allowed", headers=[("Allow", ALLOWED_METHODS)])
             raise MethodNotImplemented("method not implemented")
         except RequestError as exc:
-            if isinstance(exc, CallbackRejected):
-                log.warning("callback rejected: %s", exc.reason)
+            if isinstance(exc, (CallbackRejected, UploadUnconfirmed)):
+                log.warning("callback %s: %s", "rejected" if exc.status == 400
+                            else "not confirmed", exc.reason)
             return error_response(exc.status, exc.message, cors + exc.headers, exc.close)
         except Exception:
             return internal_error("handling " + printable(method, 16), cors)
 
-    def _get(self, path: str, headers, peer, cors) -> Response:
+    def _get(self, target: str, headers, peer, cors) -> Response:
+        path, _, query = target.partition("?")
         if path == "/":
             return self._token_response(path, headers, peer, cors)
+        if path == "/download-url" and self.config.download_expire_seconds:
+            return self._download_url(query, headers, peer, cors)
         if path == "/healthz":  # liveness: an STS outage must not restart every replica
             return Response(200, JSON_HEADERS + cors, b'{"Status":"OK"}')
         if path == "/readyz":   # readiness: out of the load balancer while it cannot sign
@@ -2578,6 +3006,34 @@ class App:
             self._tokens[(second, grant, credentials)] = body
         return Response(200, JSON_HEADERS + cors, body)
 
+    def _download_url(self, query: str, headers, peer, cors) -> Response:
+        """A presigned GET for one object under the caller's own grant folder, valid
+        OSS_DOWNLOAD_EXPIRE_SECONDS and never past the credentials' expiry."""
+        now = self.clock()
+        grant = self.checked_grant(self.authorize(
+            TokenRequest("GET", "/download-url", headers, peer, now)))
+        try:
+            keys = [v for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True,
+                                                          errors="strict", max_num_fields=20)
+                    if k == "key"]
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidArgument("the query is not valid UTF-8 form data") from None
+        if len(keys) != 1:
+            raise InvalidArgument("give exactly one key=<object name>")
+        key = check_object_key(keys[0])
+        if not key.startswith(grant.folder) or key == grant.folder:
+            raise Forbidden("the key is outside your upload folder")
+        credentials = self.signing_credentials(now)
+        expires_in = self.config.download_expire_seconds
+        if credentials.expiration is not None:
+            expires_in = min(expires_in, int(credentials.expiration
+                                             - self.config.credential_margin - now))
+        url = object_url(self.config, key) + "?" + presign_query(
+            self.config.signature_version, credentials, self.config.region, "GET",
+            self.config.bucket, key, now, expires_in)
+        return Response(200, JSON_HEADERS + cors + [("Cache-Control", "no-store")],
+                        json_compact({"url": url, "expires": int(now) + expires_in}))
+
     def checked_grant(self, grant: Grant) -> Grant:
         """check_grant, remembered: an authorizer hands out the same few grants again and
         again, and the check was a quarter of a token's cost."""
@@ -2602,6 +3058,7 @@ class App:
         return credentials
 
     def _callback(self, target, headers, content_length, read_body) -> Response:
+        until = time.monotonic() + CALLBACK_BUDGET
         # Everything that needs neither body nor key is checked first: a junk request costs
         # no read and no fetch, and is not invited to send its body (Expect: 100-continue).
         if content_length is None:
@@ -2614,11 +3071,32 @@ class App:
         body = read_body(content_length)
         upload = verify_callback(self.config, self.key_cache, target, headers, body,
                                  binding_key=self.binding_key, preflight=preflight)
+        if self.config.confirms_uploads:
+            self._confirm(upload, until)
         answer = self.callback_hook(upload)
         note = "object=%s size=%s" % (upload["object"], upload["size"])
         if upload["user"] is not None:
             note += " user=%s" % upload["user"]
         return Response(200, list(JSON_HEADERS), json_compact(answer), note=note)
+
+
+    def _confirm(self, upload: dict, until: float) -> None:
+        credentials = self.credentials.current()
+        if credentials is None:
+            raise UploadUnconfirmed("upload not confirmed: no valid credentials",
+                                    "no valid credentials to sign the HEAD with")
+        try:
+            confirm_upload(self.config, credentials, upload, now=self.clock(),
+                           timeout=until - time.monotonic())
+        except UploadUnconfirmed as exc:
+            if exc.forbidden and not self._head_refusal_logged:
+                self._head_refusal_logged = True
+                log.error("OSS REFUSED THE HEAD THAT CONFIRMS UPLOADS (%s): every callback "
+                          "answers 503 until these credentials may do oss:GetObject on "
+                          "acs:oss:*:*:%s/%s* (or set OSS_CONFIRM_UPLOADS=0)", exc.reason,
+                          self.config.bucket,
+                          self.config.upload_dir.partition(USER_PLACEHOLDER)[0])
+            raise
 
 
 def app_warnings(app: App) -> list:
@@ -2629,7 +3107,7 @@ def app_warnings(app: App) -> list:
 
 
 ###############################################################################
-# 13. HTTP/1.1 transport ######################################################
+# 14. HTTP/1.1 transport ######################################################
 ###############################################################################
 
 MAX_REQUEST_LINE = 65536     # as http.server: longer is 414
@@ -3257,7 +3735,7 @@ def make_server(config: Config, host: str = "127.0.0.1", port: int = 0, *,
 
 
 ###############################################################################
-# 14. WSGI ####################################################################
+# 15. WSGI ####################################################################
 ###############################################################################
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -3350,11 +3828,270 @@ def make_wsgi_app(config: Optional[Config] = None):
 
 
 ###############################################################################
-# 15. Command line ############################################################
+# 16. Deployment check ########################################################
+###############################################################################
+
+# `python appserver.py --check`: the usual reasons a deployment fails silently in the browser
+# (wrong keys, wrong region, no bucket CORS rule, a clock off, a callback URL OSS cannot
+# reach, a missing permission), each found by asking OSS. Never prints a secret.
+
+CHECK_TIMEOUT = 10.0           # per request to OSS
+SKEW_WARN_SECONDS = 5
+MAX_SKEW_SECONDS = 15 * 60     # OSS refuses requests further off: RequestTimeTooSkewed
+CHECK_KEY_NAME = ".oss-appserver-check-"
+
+
+class Check(NamedTuple):
+    level: str      # OK, WARN or FAIL
+    what: str
+    reason: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = "%-4s %-13s %s" % (self.level, self.what, self.reason)
+        return text + ("; fix: " + self.fix if self.fix and self.level != "OK" else "")
+
+
+def _denied(answer: OssAnswer) -> bool:
+    return answer.status == 403 and answer.code in ("AccessDenied", "")
+
+
+def _refusal(answer: OssAnswer) -> str:
+    return "HTTP %d %s%s" % (answer.status, answer.code or "(no code)",
+                             ": " + answer.message if answer.message else "")
+
+
+def check_clock(config: Config, answer: OssAnswer, sent: float, received: float) -> Check:
+    """Skew against OSS's Date. Behind by OSS_EXPIRE_SECONDS - 5 or more, every policy has
+    expired when it arrives; beyond 15 minutes OSS refuses every signed request."""
+    try:
+        oss_time = email.utils.parsedate_to_datetime(answer.headers.get("Date", "")).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return Check("WARN", "clock", "OSS sent no readable Date header; skew not measured")
+    behind = oss_time - (sent + received) / 2  # > 0: this server is behind OSS
+    text = "%.0f s %s OSS" % (abs(behind), "behind" if behind > 0 else "ahead of")
+    fix = "synchronize this machine's clock (NTP, chrony)"
+    if abs(behind) > MAX_SKEW_SECONDS:
+        return Check("FAIL", "clock", text + ": OSS refuses requests over 15 minutes off", fix)
+    if behind >= config.expire_seconds - 5:
+        return Check("FAIL", "clock", text + ": every policy (OSS_EXPIRE_SECONDS=%d) expires "
+                     "before it arrives" % config.expire_seconds, fix)
+    if abs(behind) > SKEW_WARN_SECONDS:
+        return Check("WARN", "clock", text, fix)
+    return Check("OK", "clock", text)
+
+
+def check_bucket(config: Config, answer: OssAnswer) -> Check:
+    """GetBucketInfo: keys accepted, bucket there, and in the region OSS_REGION names."""
+    resource = "acs:oss:*:*:%s" % config.bucket
+    if answer.status == 200:
+        location, = _xml_text(answer.body, "Bucket/Location")
+        if config.region and location and location != "oss-" + config.region:
+            return Check("FAIL", "bucket", "bucket %s is in %s, OSS_REGION is %s"
+                         % (config.bucket, location, config.region),
+                         "set OSS_HOST and OSS_REGION to the bucket's region (%s)"
+                         % location[len("oss-"):])
+        return Check("OK", "bucket", "bucket %s found%s, credentials accepted"
+                     % (config.bucket, " in " + location if location else ""))
+    if answer.code == "RequestTimeTooSkewed":
+        return Check("FAIL", "bucket", "not checked: OSS refuses this server's clock",
+                     "synchronize this machine's clock (NTP, chrony)")
+    if answer.code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidSecurityToken",
+                       "SecurityTokenExpired"):
+        return Check("FAIL", "credentials", "OSS refused the credentials: " + _refusal(answer),
+                     "check the AccessKey ID and secret (or the role) the server uses")
+    if answer.code == "NoSuchBucket":
+        return Check("FAIL", "bucket", "bucket %s does not exist" % config.bucket,
+                     "set OSS_HOST (or OSS_BUCKET) to an existing bucket")
+    if "endpoint" in answer.message.lower() or answer.code in ("InvalidArgument",
+                                                               "InvalidRegion"):
+        return Check("FAIL", "bucket", "wrong region or endpoint: " + _refusal(answer),
+                     "set OSS_HOST and OSS_REGION to the bucket's region")
+    if _denied(answer):
+        return Check("WARN", "bucket", "not allowed to read bucket info (%s); uploads may "
+                     "still work" % _refusal(answer),
+                     "to check it, allow oss:GetBucketInfo on " + resource)
+    return Check("FAIL", "bucket", "GetBucketInfo failed: " + _refusal(answer),
+                 "see the OSS error code above")
+
+
+def check_cors(config: Config, answer: OssAnswer, origins) -> list:
+    resource = "acs:oss:*:*:%s" % config.bucket
+    if _denied(answer):
+        return [Check("WARN", "cors", "not allowed to read the bucket's CORS rules (%s)"
+                      % _refusal(answer), "to check them, allow oss:GetBucketCors on "
+                      + resource)]
+    if answer.status == 404 and answer.code == "NoSuchCORSConfiguration":
+        root = xml.etree.ElementTree.Element("CORSConfiguration")
+    elif answer.status == 200:
+        try:
+            root = parse_cors_configuration(answer.body)
+        except ValueError as exc:
+            return [Check("FAIL", "cors", str(exc), "see GetBucketCors")]
+    else:
+        return [Check("FAIL", "cors", "GetBucketCors failed: " + _refusal(answer),
+                      "see the OSS error code above")]
+    if not origins:
+        return [Check("WARN", "cors", "no page origin given, so the CORS rules were not "
+                      "checked", "pass --origin https://your-page.example (repeatable)")]
+    checks = []
+    for origin in origins:
+        problem = cors_upload_problem(root, origin)
+        checks.append(Check("FAIL", "cors", problem, "python appserver.py --apply-cors "
+                            + origin) if problem else
+                      Check("OK", "cors", "%s may POST and read ETag, x-oss-request-id"
+                            % origin))
+    return checks
+
+
+def check_callback_urls(config: Config) -> list:
+    if not config.callback_url:
+        return [Check("OK", "callback URL", "no callback configured")]
+    checks = []
+    for url in config.callback_url.split(";"):
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            address = ipaddress.ip_address(host)
+            private = not address.is_global
+        except ValueError:
+            private = host == "localhost" or host.endswith((".localhost", ".local",
+                                                            ".internal"))
+        if private:
+            checks.append(Check("FAIL", "callback URL", "%s is loopback or private: OSS "
+                                "cannot reach it, so every upload ends in 203 CallbackFailed"
+                                % printable(url), "set OSS_CALLBACK_URL to a public address "
+                                "of this server"))
+        elif parts.scheme == "http":
+            checks.append(Check("WARN", "callback URL", "%s is plain http" % printable(url),
+                                "use an https callback URL"))
+        else:
+            checks.append(Check("OK", "callback URL", printable(url)))
+    return checks
+
+
+def check_confirmation(config: Config, answer: Optional[OssAnswer], key: str) -> Check:
+    if answer is None:
+        return Check("OK", "confirmation", "upload confirmation is off")
+    if answer.status == 404:
+        return Check("OK", "confirmation", "HEAD of a missing key answers 404, as "
+                     "confirmation needs")
+    if answer.status == 403:
+        return Check("FAIL", "confirmation", "HEAD %s was refused (%s): every callback "
+                     "would answer 503" % (printable(key), _refusal(answer)),
+                     "allow oss:GetObject on acs:oss:*:*:%s/%s*, or set "
+                     "OSS_CONFIRM_UPLOADS=0" % (config.bucket, config.upload_dir.partition(
+                         USER_PLACEHOLDER)[0]))
+    return Check("FAIL", "confirmation", "HEAD of a missing key answered %s, not 404"
+                 % _refusal(answer), "see the OSS error code above")
+
+
+def check_deployment(config: Config, credentials: Optional[Credentials], origins=(), *,
+                     request: Callable = oss_request,
+                     clock: Callable[[], float] = time.time) -> list:
+    """Every check, in order; later ones are skipped when OSS cannot be asked at all."""
+    checks = [Check("OK", "config", "the configuration parses")]
+    if config.placeholder_credentials:
+        return checks + [Check("FAIL", "credentials", "placeholder credentials",
+                               "set OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET, or a role "
+                               "(see --help)")]
+    if credentials is None:
+        return checks + [Check("FAIL", "credentials", "no %s credentials could be had"
+                               % config.credentials, "see the log lines above")]
+    expiry = ("expire at " + utc_iso8601(int(credentials.expiration))
+              if credentials.expiration else "do not expire")
+    checks.append(Check("OK", "credentials", "%s credentials (%s), which %s"
+                        % (config.credentials, credentials.access_key_id, expiry)))
+    if not config.bucket:
+        return checks + [Check("FAIL", "bucket", "the bucket is not known",
+                               "set OSS_BUCKET, or an OSS_HOST that names it")]
+
+    def ask(method, key="", query=None):
+        return request(config, credentials, method, key, query=query, timeout=CHECK_TIMEOUT,
+                       now=clock())
+
+    sent = time.time()
+    try:
+        info = ask("GET", query={"bucketInfo": None})
+    except FetchFailed as exc:
+        return checks + [Check("FAIL", "reachable", "cannot reach OSS at %s: %s"
+                               % (config.host, exc), "check OSS_HOST and the network")]
+    checks.append(Check("OK", "reachable", "OSS answers at " + config.host))
+    checks.append(check_clock(config, info, sent, time.time()))
+    checks.append(check_bucket(config, info))
+    try:
+        checks += check_cors(config, ask("GET", query={"cors": None}), origins)
+        key = None
+        if config.confirms_uploads:
+            key = "%s%s%s" % (config.upload_dir.partition(USER_PLACEHOLDER)[0],
+                              CHECK_KEY_NAME, uuid.uuid4().hex)
+        checks.append(check_confirmation(config, ask("HEAD", key) if key else None, key))
+    except FetchFailed as exc:
+        checks.append(Check("FAIL", "reachable", "OSS stopped answering: %s" % exc,
+                            "check the network"))
+    return checks + check_callback_urls(config)
+
+
+def tool_credentials(config: Config) -> Optional[Credentials]:
+    """The credentials the server would sign with, fetched once for a command-line tool."""
+    provider = make_credential_provider(config)
+    if provider.refreshes:
+        provider.start()
+        provider.wait_ready(CREDENTIALS_FETCH_TIMEOUT)
+        provider.stop()
+    return provider.current()
+
+
+def bucket_cors_configuration(config: Config, credentials: Credentials, *,
+                              request: Callable = oss_request):
+    """The bucket's CORSConfiguration element (empty when it has none), or OssRefused."""
+    answer = request(config, credentials, "GET", query={"cors": None}, timeout=CHECK_TIMEOUT)
+    if answer.status == 404 and answer.code == "NoSuchCORSConfiguration":
+        return xml.etree.ElementTree.Element("CORSConfiguration")
+    if answer.status != 200:
+        raise OssRefused("GetBucketCors: " + _refusal(answer))
+    try:
+        return parse_cors_configuration(answer.body)
+    except ValueError as exc:
+        raise OssRefused("GetBucketCors: %s" % exc) from None
+
+
+def cors_command(config: Config, credentials: Credentials, origin: str, *, apply: bool,
+                 out=sys.stdout, request: Callable = oss_request) -> int:
+    """--print-cors prints the PutBucketCors XML that admits uploads from ``origin``, made
+    from the bucket's rules; --apply-cors shows before and after, then puts it."""
+    try:
+        current = bucket_cors_configuration(config, credentials, request=request)
+        updated = cors_with_upload_rule(current, origin)
+        if not apply:
+            out.write(cors_xml(updated).decode("utf-8") + "\n")
+            return 0
+        out.write("before:\n%s\n" % cors_xml(current).decode("utf-8"))
+        if cors_upload_problem(current, origin) is None:
+            out.write("the bucket already admits uploads from %s: nothing to do\n" % origin)
+            return 0
+        body = cors_xml(updated)
+        out.write("after:\n%s\n" % body.decode("utf-8"))
+        answer = request(config, credentials, "PUT", query={"cors": None}, body=body,
+                         headers={"Content-Type": "application/xml",
+                                  "Content-MD5": b64encode_text(hashlib.md5(body).digest())},
+                         timeout=CHECK_TIMEOUT)
+        if answer.status != 200:
+            raise OssRefused("PutBucketCors: " + _refusal(answer))
+    except (OssRefused, FetchFailed) as exc:
+        out.write("appserver.py: %s\n" % exc)
+        return 1
+    out.write("applied: uploads from %s are admitted\n" % origin)
+    return 0
+
+
+###############################################################################
+# 17. Command line ############################################################
 ###############################################################################
 
 USAGE = ("usage: appserver.py [-h] [--idle-timeout SECONDS] [--request-timeout SECONDS] "
-         "[[ip] port]")
+         "[[ip] port]\n       appserver.py --check [--origin URL ...] [[ip] port]\n"
+         "       appserver.py --print-cors ORIGIN | --apply-cors ORIGIN")
 SIGNAL_POLL_INTERVAL = 0.5  # a backstop: the wakeup fd normally ends the wait at once
 _OPTIONS = {"--idle-timeout": ("idle_timeout", IDLE_TIMEOUT,
                                "seconds a keep-alive connection may wait for a request"),
@@ -3374,6 +4111,14 @@ def help_text() -> str:
              "Options:"]
     for option, (_, default, meaning) in _OPTIONS.items():
         lines.append("  %-26s %s (default: %g)" % (option + " SECONDS", meaning, default))
+    lines += ["", "Tools (they ask OSS with the server's settings and credentials):",
+              "  --check                  check the deployment against OSS: one OK/WARN/FAIL",
+              "                           line per check; exit 1 if any failed",
+              "  --origin URL             with --check: a page origin that must be able to",
+              "                           upload (bucket CORS); repeatable",
+              "  --print-cors ORIGIN      print the bucket's CORS rules, extended to admit",
+              "                           uploads from ORIGIN (PutBucketCors XML)",
+              "  --apply-cors ORIGIN      show them before and after, then apply them"]
     lines += ["", "Credentials (OSS_CREDENTIALS=auto takes the first that is set):",
               "  1. oidc      ALIBABA_CLOUD_ROLE_ARN + ALIBABA_CLOUD_OIDC_PROVIDER_ARN +",
               "               ALIBABA_CLOUD_OIDC_TOKEN_FILE: STS AssumeRoleWithOIDC (ACK RRSA)",
@@ -3408,6 +4153,39 @@ def parse_args(argv):
         if not _HOST_NAME.match(host):
             raise ValueError("ip must be an address such as 127.0.0.1") from None
     return host, int(port)
+
+
+def parse_tool_options(argv) -> tuple:
+    """(the other arguments, (tool, [origins]) or None); raises ValueError."""
+    rest, tool, origins = [], None, []
+    argv = list(argv)
+    while argv:
+        arg = argv.pop(0)
+        name, equals, value = arg.partition("=")
+        if name not in ("--check", "--origin", "--print-cors", "--apply-cors"):
+            rest.append(arg)
+            continue
+        if name == "--check":
+            value, name = None, "check"
+        elif not equals:
+            if not argv:
+                raise ValueError("%s needs a URL" % name)
+            value = argv.pop(0)
+        if value is not None and not is_http_origin(value.rstrip("/")):
+            raise ValueError("%s needs an origin such as https://app.example.com" % arg)
+        if name == "--origin":
+            origins.append(value.rstrip("/"))
+            continue
+        if tool is not None:
+            raise ValueError("give one of --check, --print-cors, --apply-cors")
+        tool = name.lstrip("-")
+        if value is not None:
+            origins.insert(0, value.rstrip("/"))
+    if origins and tool != "check" and len(origins) > 1:
+        raise ValueError("--origin goes with --check")
+    if origins and tool is None:
+        raise ValueError("--origin goes with --check")
+    return rest, (tool, origins) if tool else None
 
 
 def parse_options(argv) -> tuple:
@@ -3542,11 +4320,14 @@ def main(argv=None) -> int:
         print(help_text())
         return 0
     try:
+        argv, tool = parse_tool_options(argv)
         positional, options = parse_options(argv)
         host, port = parse_args(positional)
     except ValueError as exc:
         print("%s\nappserver.py: error: %s (see --help)" % (USAGE, exc), file=sys.stderr)
         return 2
+    if tool is not None:
+        return run_tool(*tool, local_url(host, port))
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT,
                         handlers=[BatchingStreamHandler(sys.stderr)])
     try:
@@ -3576,6 +4357,30 @@ def main(argv=None) -> int:
     server.stop()
     serving.join()
     return 0
+
+
+def run_tool(tool: str, origins: list, server_url: str) -> int:
+    """--check (exit 1 when a check failed), --print-cors, --apply-cors."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    try:
+        config = config_from_env(os.environ, server_url)
+    except ConfigError as exc:
+        if tool == "check":
+            print(Check("FAIL", "config", str(exc), "set the variable it names").line())
+            return 1
+        print("appserver.py: configuration error: %s" % exc, file=sys.stderr)
+        return 2
+    credentials = None if config.placeholder_credentials else tool_credentials(config)
+    if tool == "check":
+        checks = check_deployment(config, credentials, origins)
+        for check in checks:
+            print(check.line())
+        return 1 if any(check.level == "FAIL" for check in checks) else 0
+    if credentials is None or not config.bucket:
+        print("appserver.py: %s needs credentials and a known bucket (see --check)"
+              % tool, file=sys.stderr)
+        return 1
+    return cors_command(config, credentials, origins[0], apply=tool == "apply-cors")
 
 
 def cli():

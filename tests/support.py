@@ -676,10 +676,11 @@ def mint_ticket(secret, user, expiry):
 
 def env_config(**environ):
     """A Config the way a deployment gets one: from environment variables (static keys, the
-    default bucket, no callback unless given)."""
+    default bucket, no callback and no upload confirmation unless given: a test of
+    verification alone has no bucket to send a HEAD to)."""
     import appserver
     values = {"OSS_ACCESS_KEY_ID": "ak", "OSS_ACCESS_KEY_SECRET": "sk-of-the-test",
               "OSS_HOST": "https://examplebucket.oss-cn-hangzhou.aliyuncs.com",
-              "OSS_CALLBACK_URL": ""}
+              "OSS_CALLBACK_URL": "", "OSS_CONFIRM_UPLOADS": "0"}
     values.update(environ)
     return appserver.config_from_env(values, server_url=None)

@@ -215,7 +215,10 @@ class Attacks(BindingTestCase):
     """(a)-(e) of the issue, each from the attacker's own bucket."""
 
     def setUp(self):
-        self.stack = Stack(self, OSS_CALLBACK_SECRET=CALLBACK_SECRET, OSS_CALLBACK_WINDOW="60")
+        # Binding alone: each control is an upload into the attacker's bucket, which upload
+        # confirmation refuses too (tests/test_upload_confirmation.py).
+        self.stack = Stack(self, OSS_CALLBACK_SECRET=CALLBACK_SECRET, OSS_CALLBACK_WINDOW="60",
+                           OSS_CONFIRM_UPLOADS="0")
         self.alice_url, self.alice_grant = grant_of(self.stack.token("alice"))
 
     def test_a_literal_body_naming_our_bucket_and_folder_without_a_grant(self):
@@ -375,8 +378,9 @@ class GenuineUploads(BindingTestCase):
                          "secret, 'oss-appserver grant v1\\n' + bucket)")
 
     def test_a_grant_of_another_deployment_sharing_the_accesskey_is_refused(self):
-        # Staging and production with one AccessKey: staging's derived key is not ours.
-        stack = Stack(self)
+        # Staging and production with one AccessKey: staging's derived key is not ours. (The
+        # control comes from the attacker's bucket: binding alone, without confirmation.)
+        stack = Stack(self, OSS_CONFIRM_UPLOADS="0")
         claims = claims_of(grant_of(stack.token("alice"))[1])
         staging = mint_grant(derived_binding_key(SECRET, "stagingbucket"), claims)
         reply = stack.attack(stack.base_url + "/?grant=" + staging, literal_body())

@@ -42,7 +42,8 @@ def config(**overrides):
     values = dict(OSS_ACCESS_KEY_ID="shared-ak", OSS_ACCESS_KEY_SECRET=SECRET,
                   OSS_HOST="https://prodbucket.oss-cn-hangzhou.aliyuncs.com",
                   OSS_UPLOAD_DIR="uploads/", OSS_CALLBACK_URL="https://app.example.com/cb",
-                  OSS_PUB_KEY_URL_PREFIXES="http://127.0.0.1:9/keys/")
+                  OSS_PUB_KEY_URL_PREFIXES="http://127.0.0.1:9/keys/",
+                  OSS_CONFIRM_UPLOADS="0")  # verification alone: no bucket to HEAD
     values.update(overrides)
     return appserver.config_from_env(values)
 

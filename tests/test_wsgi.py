@@ -339,7 +339,9 @@ class GunicornServer:
         prefixes = list(appserver.DEFAULT_PUB_KEY_URL_PREFIXES) + [self.keys.prefix]
         env = dict(os.environ, OSS_ACCESS_KEY_ID="ak", OSS_ACCESS_KEY_SECRET=SECRET,
                    OSS_CALLBACK_URL="http://127.0.0.1:%d/callback" % self.port,
-                   OSS_CALLBACK_BINDING="1" if binding else "0", PYTHONUNBUFFERED="1")
+                   OSS_CALLBACK_BINDING="1" if binding else "0", PYTHONUNBUFFERED="1",
+                   # Callbacks that come from no token of ours name no object in our bucket.
+                   OSS_CONFIRM_UPLOADS="auto" if binding else "0")
         EmulatorServer = emulator_class() if with_emulator else None
         if EmulatorServer is not None:
             # The bucket of the official example, so that callback is "ours" too.
