@@ -1804,7 +1804,28 @@ def issue_token(config: Config, now: Optional[float] = None, grant: Optional[Gra
         token["contentTypes"] = list(grant.content_types)
     if config.download_expire_seconds:
         token["downloads"] = True
+    token.update(url=config.host, method="POST",
+                 fields=post_form_fields(token, credentials, extra, callback))
     return token
+
+
+def post_form_fields(token: dict, credentials: Credentials, extra: dict,
+                     callback: Optional[str]) -> dict:
+    """Every PostObject form field but ``key`` and ``file``, for V1, V4 and STS alike, so a
+    client needs no version branch. success_action_status 200: OSS then relays the
+    callback's answer to the browser (with 204 it would drop it)."""
+    fields = {"policy": token["policy"]}
+    if "x-oss-signature" in token:
+        fields.update((k, v) for k, v in extra.items() if k != "x-oss-security-token")
+        fields["x-oss-signature"] = token["x-oss-signature"]
+    else:
+        fields.update(OSSAccessKeyId=credentials.access_key_id, signature=token["signature"])
+    if credentials.security_token:
+        fields["x-oss-security-token"] = credentials.security_token
+    fields["success_action_status"] = "200"
+    if callback:
+        fields["callback"] = callback
+    return fields
 
 
 ###############################################################################

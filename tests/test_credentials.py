@@ -411,8 +411,11 @@ def token_problems(token, store, asked_at):
         problems.append("x-oss-security-token is not the token of %s" % credential.access_key_id)
     if {"x-oss-security-token": credential.security_token} not in policy["conditions"]:
         problems.append("the policy does not pin the security token")
+    if token.get("fields", {}).get("x-oss-security-token") != credential.security_token:
+        problems.append("fields carry another security token")
     elsewhere = [name for name, value in token.items() if name not in (
-        "x-oss-security-token", "policy") and credential.security_token in json.dumps(value)]
+        "x-oss-security-token", "policy", "fields")
+        and credential.security_token in json.dumps(value)]
     if elsewhere:
         problems.append("the security token is also in %s" % ", ".join(elsewhere))
     return problems

@@ -120,6 +120,36 @@ class UploadFlowTests(E2ETestCase):
         self.assertEqual(reply.headers["ETag"], '"%s"' % hashlib.md5(data).hexdigest().upper())
 
 
+class TokenFieldsTests(E2ETestCase):
+    """A client that knows no signature version: url, then fields, key and file."""
+
+    def test_url_and_fields_alone_upload_in_v1_v4_and_sts(self):
+        for version, token in (("v1", None), ("v4", None), ("v4", "sts-token"),
+                               ("v1", "sts-token")):
+            with self.subTest(version=version, sts=bool(token)):
+                emu, base_url = start_stack(self, {"security_token": token},
+                                            signature_version=version, security_token=token)
+                answer = get_json(base_url + "/")
+                self.assertEqual((answer["url"], answer["method"]), (emu.url, "POST"))
+                fields = list(answer["fields"].items())
+                self.assertNotIn("key", answer["fields"])
+                self.assertEqual(answer["fields"]["success_action_status"], "200")
+                self.assertEqual(answer["fields"].get("x-oss-security-token"), token)
+                data = png_bytes(4, 3)
+                reply = post_form(answer["url"], fields + [("key", answer["dir"] + "f.png")],
+                                  "f.png", data, file_content_type="image/png")
+                self.assertEqual(reply.status, 200, reply.body)
+                self.assertEqual(reply.json()["upload"]["filename"], answer["dir"] + "f.png")
+                self.assertEqual(emu.object_path(answer["dir"] + "f.png").read_bytes(), data)
+
+    def test_the_sample_members_are_unchanged_beside_the_fields(self):
+        emu, base_url = start_stack(self, signature_version="v4")
+        answer = get_json(base_url + "/")
+        for name in ("policy", "x-oss-signature", "x-oss-credential", "x-oss-date",
+                     "x-oss-signature-version", "callback"):
+            self.assertEqual(answer["fields"][name], answer[name])
+
+
 class RefusedUploadTests(E2ETestCase):
     """Each refusal carries OSS's exact code and status, and nothing is stored."""
 
