@@ -2934,10 +2934,12 @@ class App:
         self._cors = [("Access-Control-Allow-Methods", ALLOWED_METHODS),
                       ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
                       ("Access-Control-Expose-Headers", "Date, Retry-After")]
+        # With download links on, the page shows thumbnails straight from the bucket.
         self._page_csp = ("default-src 'self'; script-src 'self'; style-src 'self'; "
-                          "img-src 'self' data: blob:; connect-src 'self' %s; "
+                          "img-src 'self' data: blob:%s; connect-src 'self' %s; "
                           "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-                          % config.host)
+                          % (" " + config.host if config.download_expire_seconds else "",
+                             config.host))
         self._tokens = {}  # (second, grant) -> body: a token depends on nothing else
         self._checked_grants = {}
         self._head_refusal_logged = False
