@@ -37,6 +37,7 @@ import functools
 import hashlib
 import hmac
 import http.client
+import importlib
 import io
 import ipaddress
 import json
@@ -221,6 +222,17 @@ class UploadUnconfirmed(RequestError):
         super().__init__(message)
         self.reason = reason or message
         self.forbidden = forbidden
+
+
+class ForwardFailed(RequestError):
+    """OSS_CALLBACK_FORWARD_URL gave no usable answer: none in time, not 2xx, or not a JSON
+    object. OSS reports 203 CallbackFailed to the browser; the object stays."""
+
+    status = 502
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class HTTPVersionNotSupported(RequestError):
@@ -457,6 +469,16 @@ def _upload_dir(value: str) -> str:
     if value.count(USER_PLACEHOLDER) > 1 or "{" in value.replace(USER_PLACEHOLDER, "") \
             or "}" in value.replace(USER_PLACEHOLDER, ""):
         raise ValueError("may hold %s once, and no other braces" % USER_PLACEHOLDER)
+    return value
+
+
+_HOOK_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _hook_path(value: str) -> str:
+    value = value.strip()
+    if not _HOOK_PATH.fullmatch(value) or not value.isascii():
+        raise ValueError("must be package.module:function (no call expressions)")
     return value
 
 
@@ -718,6 +740,15 @@ SETTINGS = (
             _whole_number(0, 7 * 24 * 3600),
             "lifetime of the presigned links of GET /download-url?key=...; 0: no such "
             "endpoint; needs OSS_TOKEN_AUTH hmac or header"),
+    Setting("OSS_CALLBACK_HOOK", "callback_hook", None, _hook_path,
+            "package.module:function that gets each verified upload and returns the JSON "
+            "answer; loaded at startup, the working directory on sys.path", "unset"),
+    Setting("OSS_CALLBACK_FORWARD_URL", "callback_forward_url", None, _service_url,
+            "POST each verified upload as JSON to this URL, signed with OSS_FORWARD_SECRET; "
+            "its JSON answer goes to the browser", "unset"),
+    Setting("OSS_FORWARD_SECRET", "forward_secret", None, _key_material,
+            "HMAC key of X-Upload-Signature on forwarded uploads, at least 32 bytes; never "
+            "printed", "unset", secret=True),
     Setting("OSS_STATIC_DIR", "static_dir", None, _directory,
             "folder with the browser client, for a restyled page", "the bundled page"),
 )
@@ -801,6 +832,7 @@ def config_from_env(environ: Mapping[str, str],
     if values["callback_binding"] and values["callback_url"]:
         check_callback_binding(values)
     check_oss_requests(values)
+    check_callback_answer(values)
     return Config(**values)
 
 
@@ -846,6 +878,15 @@ def check_token_auth(values: dict) -> None:
     if auth == "none" and USER_PLACEHOLDER in values["upload_dir"]:
         raise ConfigError("OSS_UPLOAD_DIR", "holds %s, which needs OSS_TOKEN_AUTH=hmac or "
                                             "header to know the user" % USER_PLACEHOLDER)
+
+
+def check_callback_answer(values: dict) -> None:
+    """One thing answers a verified callback: the hook, the forward, or the default."""
+    if values["callback_forward_url"] and not values["forward_secret"]:
+        raise ConfigError("OSS_FORWARD_SECRET", "is required with OSS_CALLBACK_FORWARD_URL")
+    if values["callback_forward_url"] and values["callback_hook"]:
+        raise ConfigError("OSS_CALLBACK_HOOK", "and OSS_CALLBACK_FORWARD_URL both answer the "
+                                               "callback: set one")
 
 
 def check_oss_requests(values: dict) -> None:
@@ -2794,6 +2835,56 @@ def confirm_upload(config: Config, credentials: Credentials, upload: dict, *,
             raise CallbackRejected("callback crc64 does not match the object")
 
 
+FORWARD_MAX_ANSWER_BYTES = 1024 * 1024   # what OSS relays of a callback answer
+
+
+def forward_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """X-Upload-Signature: "sha256=" + hex HMAC-SHA256(key, "<timestamp>." + body), the way
+    webhook senders sign, so a receiver can refuse replays by the timestamp."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body,
+                                hashlib.sha256).hexdigest()
+
+
+def forward_upload(config: Config, upload: dict, *, timeout: float, now: float) -> dict:
+    """POST the verified upload as JSON to OSS_CALLBACK_FORWARD_URL, signed, within
+    ``timeout``; its answer, a JSON object, is what OSS relays to the browser. Anything else
+    is ForwardFailed (502)."""
+    body = json_compact(upload)
+    timestamp = str(int(now))
+    parts = urllib.parse.urlsplit(config.callback_forward_url)
+    target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+    if timeout <= 0:
+        raise ForwardFailed("the application did not answer in time",
+                            "no time left in the callback's budget to forward")
+    try:
+        answer = fetch(parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme],
+                       target, method="POST", body=body, timeout=timeout,
+                       max_bytes=FORWARD_MAX_ANSWER_BYTES,
+                       headers={"Content-Type": "application/json",
+                                "User-Agent": "oss-appserver",
+                                "X-Upload-Timestamp": timestamp,
+                                "X-Upload-Signature": forward_signature(
+                                    config.forward_secret, timestamp, body)})
+    except FetchFailed as exc:
+        raise ForwardFailed("the application did not answer in time",
+                            "forward to %s: %s" % (printable(parts.netloc), exc)) from None
+    if not 200 <= answer.status < 300:
+        raise ForwardFailed("the application refused the upload",
+                            "forward to %s answered HTTP %d" % (printable(parts.netloc),
+                                                                answer.status))
+    try:
+        document = json.loads(answer.body.decode("utf-8"), parse_constant=_refuse_json_constant,
+                              parse_float=_finite_float)
+        valid = isinstance(document, dict) and _json_depth_within(document,
+                                                                  MAX_CALLBACK_JSON_DEPTH)
+    except (ValueError, RecursionError):
+        valid = False
+    if not valid:
+        raise ForwardFailed("the application's answer is not a JSON object",
+                            "forward to %s answered no JSON object" % printable(parts.netloc))
+    return document
+
+
 ###############################################################################
 # 13. Application #############################################################
 ###############################################################################
@@ -2844,6 +2935,24 @@ def default_callback_hook(upload: dict) -> dict:
     upload; its return value is the JSON OSS relays to the browser. (The object name and size
     are logged on the callback's access-log line, whatever the hook.)"""
     return {"Status": "OK", "user": upload["user"], "upload": upload["fields"]}
+
+
+def load_callback_hook(path: str) -> Callable[[dict], dict]:
+    """The function OSS_CALLBACK_HOOK names ("package.module:function"), imported with the
+    working directory on sys.path; ConfigError if it cannot be had."""
+    module_name, _, attribute = path.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        hook = importlib.import_module(module_name)
+        for name in attribute.split("."):
+            hook = getattr(hook, name)
+    except Exception as exc:  # the user's module may raise anything while it is imported
+        raise ConfigError("OSS_CALLBACK_HOOK", "%s cannot be loaded: %s: %s" % (
+            path, type(exc).__name__, printable(str(exc), 200))) from None
+    if not callable(hook):
+        raise ConfigError("OSS_CALLBACK_HOOK", "%s is not a function" % path)
+    return hook
 
 
 def scan_static_dir(root: str) -> dict:
@@ -2922,7 +3031,10 @@ class App:
         self.config = config
         self.credentials = credentials or make_credential_provider(config, clock)
         self.key_cache = key_cache or PublicKeyCache()
-        self.callback_hook = callback_hook or default_callback_hook
+        # An embedder's hook outranks the environment's hook and forward.
+        self.forward = bool(config.callback_forward_url) and callback_hook is None
+        self.callback_hook = callback_hook or (load_callback_hook(config.callback_hook)
+                                               if config.callback_hook else default_callback_hook)
         self.authorize = authorize or AUTHORIZERS[config.token_auth](config)
         self.clock = clock
         # Placeholder credentials (the demo): a key of this process's own, with a warning.
@@ -2974,9 +3086,9 @@ class App:
                 raise MethodNotAllowed("method not allowed", headers=[("Allow", ALLOWED_METHODS)])
             raise MethodNotImplemented("method not implemented")
         except RequestError as exc:
-            if isinstance(exc, (CallbackRejected, UploadUnconfirmed)):
-                log.warning("callback %s: %s", "rejected" if exc.status == 400
-                            else "not confirmed", exc.reason)
+            if isinstance(exc, (CallbackRejected, UploadUnconfirmed, ForwardFailed)):
+                log.warning("callback %s: %s", {400: "rejected", 502: "not forwarded"}.get(
+                    exc.status, "not confirmed"), exc.reason)
             return error_response(exc.status, exc.message, cors + exc.headers, exc.close)
         except Exception:
             return internal_error("handling " + printable(method, 16), cors)
@@ -3096,7 +3208,14 @@ class App:
                                  binding_key=self.binding_key, preflight=preflight)
         if self.config.confirms_uploads:
             self._confirm(upload, until)
-        answer = self.callback_hook(upload)
+        if self.forward:
+            answer = forward_upload(self.config, upload, now=self.clock(),
+                                    timeout=until - time.monotonic())
+        else:
+            answer = self.callback_hook(upload)
+        if not isinstance(answer, dict):
+            raise TypeError("the callback hook returned %s, not a dict (a JSON object)"
+                            % type(answer).__name__)
         note = "object=%s size=%s" % (upload["object"], upload["size"])
         if upload["user"] is not None:
             note += " user=%s" % upload["user"]
@@ -3800,7 +3919,8 @@ def wsgi_request(environ) -> tuple:
     return method, target, headers, int(length) if DECIMAL.fullmatch(length) else None
 
 
-def make_wsgi_app(config: Optional[Config] = None):
+def make_wsgi_app(config: Optional[Config] = None, *,
+                  callback_hook: Optional[Callable[[dict], dict]] = None):
     """The same routes as a WSGI app, for gunicorn, uWSGI or waitress.
 
     Without ``config`` it is read from the environment now, at call time, so importing this
@@ -3820,7 +3940,11 @@ def make_wsgi_app(config: Optional[Config] = None):
         if not config.callback_url:
             # Behind a WSGI server this process cannot know its public address.
             warnings.append("OSS_CALLBACK_URL is not set: tokens carry no callback")
-    app = App(config)
+    try:
+        app = App(config, callback_hook=callback_hook)
+    except ConfigError as exc:
+        print("appserver: configuration error: %s" % exc, file=sys.stderr, flush=True)
+        raise SystemExit(WSGI_CONFIG_ERROR_EXIT) from None
     for warning in warnings + app_warnings(app):
         log.warning("%s", warning)
 
@@ -4360,6 +4484,9 @@ def main(argv=None) -> int:
         return 2
     try:
         server = make_server(config, host, port, **options)
+    except ConfigError as exc:
+        print("appserver.py: configuration error: %s" % exc, file=sys.stderr)
+        return 2
     except OSError as exc:
         print("appserver.py: cannot listen on %s port %d: %s" % (host, port, exc.strerror),
               file=sys.stderr)
