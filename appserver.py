@@ -3166,7 +3166,7 @@ class App:
         url = object_url(self.config, key) + "?" + presign_query(
             self.config.signature_version, credentials, self.config.region, "GET",
             self.config.bucket, key, now, expires_in)
-        return Response(200, JSON_HEADERS + cors + [("Cache-Control", "no-store")],
+        return Response(200, JSON_HEADERS + cors,
                         json_compact({"url": url, "expires": int(now) + expires_in}))
 
     def checked_grant(self, grant: Grant) -> Grant:
