@@ -1,36 +1,28 @@
 /*
- * Browser client for direct uploads to Alibaba Cloud OSS (PostObject).
- *
- * Flow: GET a token from the app server (fetch) -> POST a multipart form straight to the bucket
- * host (XMLHttpRequest, for upload progress) -> OSS stores the object, calls the app server back,
- * and relays the app server's JSON answer (200) or a CallbackFailed XML (203).
+ * The upload page's UI. The upload itself (token, policy checks, PostObject, errors) is the core
+ * in oss-upload.js (the global OssUpload); this file only draws it.
  *
  * Sign-in: the user's main application links here with #ticket=<ticket>. The ticket is moved
  * from the address bar into sessionStorage and sent as "Authorization: Bearer <ticket>" with
  * every token request. A 401 shows one "Sign in to upload" notice and disables the controls.
  *
- * A classic script: everything sits in this IIFE, so it leaves no globals and also runs from
- * file:// (where Chromium refuses ES modules). No eval, no inline handlers, no innerHTML, no
- * synchronous XHR, no inline styles: the page works under a strict Content-Security-Policy.
+ * A classic script in an IIFE: it adds no globals and also runs from file:// (where Chromium
+ * refuses ES modules). No eval, no inline handlers, no innerHTML, no inline styles: the page
+ * works under a strict Content-Security-Policy.
  */
 (function () {
   'use strict';
 
+  var OssUpload = window.OssUpload;
+
   /* ------------------------------------------------------------------ constants */
 
-  // The sample refreshes its token when fewer than 3 seconds remain.
-  var EXPIRY_BUFFER_S = 3;
-  // The sample's random-name alphabet (no look-alike characters) and length.
   var RANDOM_ALPHABET = 'ABCDEFGHJKMNPQRSTWXYZabcdefhijkmnprstwxyz2345678';
   var RANDOM_LENGTH = 10;
-  // How many files upload at the same time.
   var PARALLEL_UPLOADS = 3;
-  // Where the sign-in ticket is kept for this tab (sessionStorage: gone when the tab closes).
   var TICKET_STORAGE_KEY = 'oss-upload-ticket';
-  // A ticket goes into an HTTP header: printable ASCII without spaces, and not absurdly long.
   var TICKET_SYNTAX = /^[\x21-\x7e]{1,1024}$/;
-  var CORS_HINT = 'The bucket needs a CORS rule that allows POST from this page\u2019s origin ' +
-    '(see \u201cBucket CORS\u201d in the README).';
+  var FINISHED = ['done', 'callback-failed', 'cancelled', 'refused', 'failed'];
 
   /* ------------------------------------------------------------------ elements */
 
@@ -58,6 +50,9 @@
     startUpload: byId('start-upload'),
     clearFinished: byId('clear-finished'),
     status: byId('status'),
+    total: byId('total'),
+    totalProgress: byId('total-progress'),
+    totalText: byId('total-text'),
     fileList: byId('file-list'),
     announcer: byId('announcer'),
     rowTemplate: byId('file-row')
@@ -100,25 +95,12 @@
     if (servedByAppServer) { return location.origin + '/'; }
     var raw = els.serverUrl.value.trim();
     var url;
-    try { url = new URL(raw); } catch (e) { throw new UserError('Enter the app server URL, e.g. http://127.0.0.1:8080.'); }
+    try { url = new URL(raw); } catch (e) { throw OssUpload.UploadError('server', 'Enter the app server URL, e.g. http://127.0.0.1:8080.'); }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      throw new UserError('The app server URL must start with http:// or https://.');
+      throw OssUpload.UploadError('server', 'The app server URL must start with http:// or https://.');
     }
     return url.href;
   }
-
-  function UserError(message) { this.name = 'UserError'; this.message = message; }
-  UserError.prototype = Object.create(Error.prototype);
-  UserError.prototype.constructor = UserError;
-
-  // The app server answered 401: no ticket, or one it does not accept (malformed, expired).
-  function SignInError(detail) {
-    this.name = 'SignInError';
-    this.message = 'Sign in to upload.';
-    this.detail = detail || '';
-  }
-  SignInError.prototype = Object.create(Error.prototype);
-  SignInError.prototype.constructor = SignInError;
 
   /* ------------------------------------------------------------------ sign-in ticket */
 
@@ -135,8 +117,7 @@
   }
 
   // Takes "ticket" out of the fragment (#ticket=...), keeps it for this tab, and rewrites the
-  // address bar without it (same path and query; other fragment parameters stay), so it does
-  // not linger in the history, in bookmarks or in a copied link. True when there was one.
+  // address bar without it, so it does not linger in the history or a copied link.
   function takeTicketFromFragment() {
     var fragment = location.hash.replace(/^#/, '');
     if (fragment === '') { return false; }
@@ -162,11 +143,6 @@
     }
   }
 
-  function tokenRequestHeaders() {
-    return auth.ticket ? { Authorization: 'Bearer ' + auth.ticket } : {};
-  }
-
-  // One notice for the whole page (not an error per file); the upload controls are off meanwhile.
   function setSignedOut(signedOut, detail) {
     auth.signedOut = signedOut;
     els.signin.hidden = !signedOut;
@@ -175,7 +151,7 @@
     els.fileInput.disabled = signedOut;
     els.dropzone.classList.toggle('is-disabled', signedOut);
     if (signedOut) { els.dropzone.setAttribute('aria-disabled', 'true'); } else { els.dropzone.removeAttribute('aria-disabled'); }
-    if (!signedOut) {          // files that waited for the sign-in are simply ready again
+    if (!signedOut) {
       items.forEach(function (it) { if (it.state === 'ready' && it.message) { setState(it, 'ready', ''); } });
     }
     refresh();
@@ -186,239 +162,35 @@
       ? 'Your sign-in for this page was not accepted; it may have expired. '
       : 'This page needs a sign-in from the application that sent you here. ';
     text += 'Open the upload page from that application again.';
-    // Why a ticket was refused (expired, malformed) helps; "no ticket" would only repeat the above.
     if (hadTicket && serverMessage) { text += ' (The app server said: ' + serverMessage + ')'; }
     return text;
   }
 
-  // Retry-After is seconds or an HTTP date (RFC 9110 10.2.3); null when absent or unreadable
-  // (cross-origin, it is readable only when the server lists it in Access-Control-Expose-Headers).
-  function retryAfterSeconds(response) {
-    var value = (response.headers.get('Retry-After') || '').trim();
-    if (/^\d+$/.test(value)) { return parseInt(value, 10); }
-    var when = Date.parse(value);
-    if (!isFinite(when)) { return null; }
-    return Math.max(1, Math.ceil(when / 1000 - serverNow()));
-  }
+  /* ------------------------------------------------------------------ the core */
 
-  /* ------------------------------------------------------------------ token + policy */
-
-  function base64ToText(b64) {
-    var bin = atob(b64);
-    var bytes = new Uint8Array(bin.length);
-    for (var i = 0; i < bin.length; i += 1) { bytes[i] = bin.charCodeAt(i); }
-    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-  }
-
-  // Reads what the browser must respect from the signed policy: the size range, the key prefix
-  // and the allowed content types (an "in" condition on $x-oss-content-type).
-  function parsePolicy(policyB64) {
-    var doc = JSON.parse(base64ToText(policyB64));
-    var out = { minSize: 0, maxSize: Infinity, keyPrefix: null, exactKey: null, contentTypes: null,
-      expiration: doc.expiration };
-    var conditions = Array.isArray(doc.conditions) ? doc.conditions : [];
-    conditions.forEach(function (c) {
-      if (Array.isArray(c) && c.length === 3) {
-        var op = String(c[0]).toLowerCase();
-        var field = typeof c[1] === 'string' ? c[1].toLowerCase() : '';
-        if (op === 'content-length-range') {
-          out.minSize = Math.max(out.minSize, Number(c[1]) || 0);
-          out.maxSize = Math.min(out.maxSize, Number(c[2]));
-        } else if (op === 'starts-with' && field === '$key') {
-          out.keyPrefix = String(c[2]);
-        } else if (op === 'eq' && field === '$key') {
-          out.exactKey = String(c[2]);
-        } else if (op === 'in' && field === '$x-oss-content-type' && Array.isArray(c[2])) {
-          // OSS compares the posted x-oss-content-type with each entry exactly. Two such
-          // conditions must both hold: keep what is in both lists.
-          var listed = c[2].map(String);
-          out.contentTypes = out.contentTypes === null ? listed
-            : out.contentTypes.filter(function (t) { return listed.indexOf(t) !== -1; });
-        }
-      } else if (c && typeof c === 'object' && !Array.isArray(c)) {
-        Object.keys(c).forEach(function (k) {
-          if (k.toLowerCase() === 'key') { out.exactKey = String(c[k]); }
-        });
-      }
-    });
-    if (isNaN(out.maxSize)) { out.maxSize = Infinity; }
-    return out;
-  }
-
-  function requireString(obj, name) {
-    if (typeof obj[name] !== 'string' || obj[name] === '') {
-      throw new UserError('The app server\u2019s token has no "' + name + '".');
+  var client = OssUpload.createClient({
+    tokenUrl: tokenUrl,
+    ticket: function () { return auth.ticket; },
+    onToken: function (t) {
+      if (auth.signedOut) { setSignedOut(false); }
+      showToken(t);
     }
-    return obj[name];
-  }
+  });
 
-  // Validates one token as issued by appserver.py (V1 or V4, optional STS and callback).
-  function parseToken(json) {
-    if (!json || typeof json !== 'object') { throw new UserError('The app server did not send a token object.'); }
-    var t = {
-      version: json['x-oss-signature-version'] ? 'v4' : 'v1',
-      accessId: requireString(json, 'accessid'),
-      host: requireString(json, 'host'),
-      policy: requireString(json, 'policy'),
-      dir: typeof json.dir === 'string' ? json.dir : '',
-      expire: parseInt(json.expire, 10),
-      callback: typeof json.callback === 'string' && json.callback !== '' ? json.callback : null,
-      securityToken: typeof json['x-oss-security-token'] === 'string' && json['x-oss-security-token'] !== ''
-        ? json['x-oss-security-token'] : null
-    };
-    if (!isFinite(t.expire)) { throw new UserError('The app server\u2019s token has no valid "expire".'); }
-    var hostUrl;
-    try { hostUrl = new URL(t.host); } catch (e) { throw new UserError('The token\u2019s bucket host is not a URL.'); }
-    if (hostUrl.protocol !== 'https:' && hostUrl.protocol !== 'http:') {
-      throw new UserError('The token\u2019s bucket host must be an http(s) URL.');
-    }
-    t.postUrl = hostUrl.href;
-    if (t.version === 'v4') {
-      t.v4 = {
-        signatureVersion: requireString(json, 'x-oss-signature-version'),
-        credential: requireString(json, 'x-oss-credential'),
-        date: requireString(json, 'x-oss-date'),
-        signature: requireString(json, 'x-oss-signature')
-      };
-    } else {
-      t.signature = requireString(json, 'signature');
-    }
-    try { t.limits = parsePolicy(t.policy); } catch (e) {
-      throw new UserError('The token\u2019s policy could not be decoded.');
-    }
-    // The policy's list is what OSS enforces, so it wins; the token's "contentTypes" covers a
-    // server that lists them without pinning them in the policy.
-    t.sendContentType = t.limits.contentTypes !== null;
-    t.contentTypes = t.limits.contentTypes;
-    if (t.contentTypes === null && Array.isArray(json.contentTypes)) {
-      t.contentTypes = json.contentTypes.filter(function (x) { return typeof x === 'string'; });
-    }
-    return t;
-  }
-
-  // "20231203T121212Z" -> Unix seconds (the V4 signing time, set by the server's clock).
-  function parseV4Date(s) {
-    var m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(s);
-    if (!m) { return NaN; }
-    return Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6]) / 1000;
-  }
-
-  var tokenState = {
-    token: null,
-    clockOffset: 0,        // server clock minus browser clock, seconds
-    clockSource: 'browser',
-    pending: null,
-    serverKey: null        // which server URL the cached token came from
-  };
-
-  function serverNow() { return Date.now() / 1000 + tokenState.clockOffset; }
-
-  function tokenUsable(t) { return !!t && t.expire >= serverNow() + EXPIRY_BUFFER_S; }
-
-  /*
-   * Remaining lifetime is measured against the server's clock, so a browser with a wrong clock
-   * still works. The best source is the response's Date header. A page served by the app server
-   * can always read it (same origin). From file:// the token request is cross-origin, and Date
-   * is NOT a CORS-safelisted response header: fetch() only exposes it when the app server sends
-   * `Access-Control-Expose-Headers: Date` (appserver.py does; a proxy in front of it, or another
-   * token server, may not). Without it we fall back to x-oss-date of a V4 token
-   * (its signing time, taken from the server clock), and without that to the browser's clock.
-   * In that last case a token fetched for a file is always used for that file, so a browser
-   * clock far ahead of the server's costs an extra token request per file, never a loop.
-   */
-  function fetchToken() {
-    var url = tokenUrl();
-    var sentAt = Date.now();
-    return fetch(url, { method: 'GET', cache: 'no-store', credentials: 'omit', redirect: 'error',
-      headers: tokenRequestHeaders() })
-      .catch(function () {
-        throw new UserError('Could not reach the app server at ' + url + ' (is it running, and does it ' +
-          'allow this page with Access-Control-Allow-Origin?).');
-      })
-      .then(function (response) {
-        var receivedAt = Date.now();
-        if (!response.ok) {
-          return response.text().then(function (body) {
-            var detail = '';
-            try { detail = String(JSON.parse(body).Message || ''); } catch (e) { detail = ''; }
-            if (response.status === 401) { throw new SignInError(detail); }
-            if (response.status === 429) {
-              var wait = retryAfterSeconds(response);
-              throw new UserError('Too many uploads started in a short time. ' + (wait !== null
-                ? 'Try again in ' + plural(wait, 'second') + '.' : 'Try again in a moment.'));
-            }
-            throw new UserError('The app server refused a token: HTTP ' + response.status +
-              (detail ? ' \u2013 ' + detail : '') + '.');
-          });
-        }
-        return response.json().catch(function () {
-          throw new UserError('The app server\u2019s answer is not JSON.');
-        }).then(function (json) {
-          var token = parseToken(json);
-          var midpoint = (sentAt + receivedAt) / 2000;
-          var dateHeader = response.headers.get('Date');
-          var serverTime = dateHeader ? Date.parse(dateHeader) / 1000 : NaN;
-          if (isFinite(serverTime)) {
-            // Date has one-second resolution and is truncated: the real time is within [t, t+1).
-            tokenState.clockOffset = serverTime + 0.5 - midpoint;
-            tokenState.clockSource = 'server Date header';
-          } else if (token.v4 && isFinite(parseV4Date(token.v4.date))) {
-            tokenState.clockOffset = parseV4Date(token.v4.date) + 0.5 - midpoint;
-            tokenState.clockSource = 'token x-oss-date';
-          } else {
-            tokenState.clockOffset = 0;
-            tokenState.clockSource = 'browser';
-          }
-          tokenState.token = token;
-          tokenState.serverKey = url;
-          if (auth.signedOut) { setSignedOut(false); }
-          showToken(token);
-          return token;
-        });
-      });
-  }
-
-  // Returns a token with at least EXPIRY_BUFFER_S seconds left; checked before every file.
-  // Concurrent callers share one request.
-  function ensureToken() {
-    var key;
-    try { key = tokenUrl(); } catch (e) { return Promise.reject(e); }
-    if (tokenState.serverKey === key && tokenUsable(tokenState.token)) {
-      return Promise.resolve(tokenState.token);
-    }
-    if (!tokenState.pending) {
-      tokenState.pending = fetchToken().then(function (t) {
-        tokenState.pending = null;
-        return t;
-      }, function (err) {
-        tokenState.pending = null;
-        throw err;
-      });
-    }
-    return tokenState.pending;
-  }
-
-  function forgetToken() { tokenState.token = null; }
+  function knownToken() { return client.lastToken(); }
 
   function showToken(t) {
     els.bucketHost.textContent = t.host;
     els.uploadDir.textContent = t.dir || '(bucket root)';
-    var lim = t.limits;
-    if (lim.maxSize === Infinity) {
-      els.sizeLimit.textContent = 'none in the policy';
-    } else {
-      els.sizeLimit.textContent = formatBytesExact(lim.maxSize);
-    }
+    els.sizeLimit.textContent = t.limits.maxSize === Infinity ? 'none in the policy' : formatBytesExact(t.limits.maxSize);
     els.contentTypes.textContent = t.contentTypes === null ? 'any'
       : t.contentTypes.length ? t.contentTypes.join(', ') : 'none';
     syncAcceptAttribute();
     els.sigVersion.textContent = t.version === 'v4' ? 'V4 (OSS4-HMAC-SHA256)' : 'V1 (HMAC-SHA1)';
     if (t.securityToken) { els.sigVersion.textContent += ', STS'; }
     if (t.callback) { els.sigVersion.textContent += ', with callback'; }
-    // Re-check files that were waiting for the limits to be known.
-    items.forEach(function (item) {
-      if (item.state === 'ready') { applyLocalChecks(item, t); }
-    });
+    // Files added before the limits were known are checked now.
+    items.forEach(function (item) { if (item.state === 'ready') { applyLocalChecks(item, t); } });
     refresh();
   }
 
@@ -438,7 +210,6 @@
     return out;
   }
 
-  // As in the sample: from the last "." (inclusive), or nothing.
   function suffixOf(filename) {
     var pos = filename.lastIndexOf('.');
     return pos !== -1 ? filename.substring(pos) : '';
@@ -449,16 +220,13 @@
     return checked ? checked.value : 'local_name';
   }
 
-  // The key sent to OSS, and the name shown to the user (OSS expands ${filename} itself).
-  function objectKeyFor(item, token) {
-    var key;
+  // The name after the token's dir: OSS expands ${filename} itself, as in the sample.
+  function objectNameFor(item) {
     if (nameMode() === 'random_name') {
       if (!item.randomPart) { item.randomPart = randomString(RANDOM_LENGTH); }
-      key = token.dir + item.randomPart + suffixOf(item.file.name);
-    } else {
-      key = token.dir + '${filename}';
+      return item.randomPart + suffixOf(item.file.name);
     }
-    return { key: key, display: key.split('${filename}').join(item.file.name) };
+    return '${filename}';
   }
 
   /* ------------------------------------------------------------------ accept list */
@@ -480,10 +248,10 @@
     });
   }
 
-  // The file chooser offers what the user's list allows, or else what the app server allows.
   function syncAcceptAttribute() {
     var tokens = acceptTokens();
-    var serverTypes = tokenState.token ? tokenState.token.contentTypes : null;
+    var t = knownToken();
+    var serverTypes = t ? t.contentTypes : null;
     if (tokens.length) { els.fileInput.setAttribute('accept', tokens.join(',')); }
     else if (serverTypes && serverTypes.length) { els.fileInput.setAttribute('accept', serverTypes.join(',')); }
     else { els.fileInput.removeAttribute('accept'); }
@@ -507,29 +275,44 @@
     refused: 'Refused'
   };
 
+  function isImage(file) { return /^image\/(png|jpeg|gif|webp|avif|bmp|svg\+xml)$/.test(file.type || ''); }
+
   function createItem(file) {
     var frag = els.rowTemplate.content.cloneNode(true);
     var li = frag.querySelector('li');
+    var q = function (sel) { return li.querySelector(sel); };
     var item = {
       id: nextId++,
       file: file,
       state: 'ready',
       message: '',
-      xhr: null,
+      controller: null,
       randomPart: null,
-      attempt: 0,               // bumped by every start and by a cancel before the request
-      cancelRequested: false,
+      attempt: 0,
+      loaded: 0,
+      previewUrl: null,
+      imageSize: null,
       li: li,
-      nameEl: li.querySelector('.file-name'),
-      sizeEl: li.querySelector('.file-size'),
-      progressEl: li.querySelector('progress'),
-      rateEl: li.querySelector('.file-rate'),
-      stateEl: li.querySelector('.file-state'),
-      actionEl: li.querySelector('.file-action'),
-      removeEl: li.querySelector('.file-remove'),
-      resultEl: li.querySelector('.file-result'),
-      resultTextEl: li.querySelector('.file-result-text'),
-      detailEl: li.querySelector('.file-detail')
+      thumbEl: q('.file-thumb'),
+      nameEl: q('.file-name'),
+      sizeEl: q('.file-size'),
+      progressEl: q('progress'),
+      rateEl: q('.file-rate'),
+      stateEl: q('.file-state'),
+      actionEl: q('.file-action'),
+      removeEl: q('.file-remove'),
+      resultEl: q('.file-result'),
+      resultTextEl: q('.file-result-text'),
+      factsEl: q('.file-facts'),
+      objectEl: q('.file-object'),
+      storedSizeEl: q('.file-stored-size'),
+      dimsRowEl: q('.file-dims-row'),
+      dimsEl: q('.file-dims'),
+      downloadEl: q('.file-download'),
+      linkEl: q('.file-link'),
+      remoteEl: q('.file-remote'),
+      rawEl: q('.file-raw'),
+      detailEl: q('.file-detail')
     };
     li.id = 'file-' + item.id;
     li.dataset.fileName = file.name;
@@ -540,36 +323,36 @@
     item.progressEl.setAttribute('aria-label', 'Upload progress of ' + file.name);
     item.actionEl.setAttribute('aria-label', 'Cancel ' + file.name);
     item.removeEl.setAttribute('aria-label', 'Remove ' + file.name);
+    item.rawEl.querySelector('summary').setAttribute('aria-label', 'Details of ' + file.name);
     item.actionEl.addEventListener('click', function () { onItemAction(item); });
     item.removeEl.addEventListener('click', function () { removeItem(item); });
+    if (isImage(file)) {
+      item.previewUrl = URL.createObjectURL(file);
+      item.thumbEl.alt = 'Preview of ' + file.name;
+      item.thumbEl.addEventListener('load', function () {
+        item.imageSize = { width: item.thumbEl.naturalWidth, height: item.thumbEl.naturalHeight };
+        item.li.dataset.preview = 'loaded';
+      });
+      item.thumbEl.addEventListener('error', function () { item.thumbEl.hidden = true; });
+      item.thumbEl.src = item.previewUrl;
+      item.thumbEl.hidden = false;
+      li.classList.add('has-thumb');
+    }
     return item;
   }
 
-  // Type and size checks that need no network; size needs the policy of a known token.
+  // Type and size checks that need no network: done as files are added, and again when a token
+  // (with the policy's limits) arrives.
   function applyLocalChecks(item, token) {
     if (!typeAllowed(item.file)) {
       setState(item, 'refused', 'Type ' + (item.file.type || 'unknown') + ' is not in the allowed list (' +
         acceptTokens().join(', ') + ').');
       return false;
     }
-    if (token) {
-      if (token.contentTypes !== null && token.contentTypes.indexOf(item.file.type) === -1) {
-        setState(item, 'refused', 'Type ' + (item.file.type ||
-          'unknown (the browser could not tell this file\u2019s type)') + ' is not allowed by the app server; ' +
-          (token.contentTypes.length ? 'allowed: ' + token.contentTypes.join(', ') + '.' : 'it allows no type.'));
-        return false;
-      }
-      var lim = token.limits;
-      if (item.file.size > lim.maxSize) {
-        setState(item, 'refused', 'Too large: the file is ' + formatBytesExact(item.file.size) +
-          '; the limit is ' + formatBytesExact(lim.maxSize) + '.');
-        return false;
-      }
-      if (item.file.size < lim.minSize) {
-        setState(item, 'refused', 'Too small: the file is ' + formatBytesExact(item.file.size) +
-          '; the minimum is ' + formatBytesExact(lim.minSize) + '.');
-        return false;
-      }
+    var refused = token ? client.check(item.file, token) : null;
+    if (refused) {
+      setState(item, 'refused', refused.message);
+      return false;
     }
     return true;
   }
@@ -578,24 +361,30 @@
     var files = Array.prototype.slice.call(fileList || []);
     if (files.length === 0) { return; }
     if (auth.signedOut) { announce('Sign in to upload.'); return; }
+    var refusedBefore = items.filter(function (it) { return it.state === 'refused'; }).length;
     files.forEach(function (file) {
       var item = createItem(file);
       items.push(item);
       els.fileList.appendChild(item.li);
       setState(item, 'ready', '');
-      applyLocalChecks(item, tokenState.token);
+      applyLocalChecks(item, knownToken());
     });
-    announce(plural(files.length, 'file') + ' added.');
+    var refused = items.filter(function (it) { return it.state === 'refused'; }).length - refusedBefore;
+    announce(plural(files.length, 'file') + ' added' + (refused ? ', ' + refused + ' refused.' : '.'));
     refresh();
+  }
+
+  function dropItem(item) {
+    var idx = items.indexOf(item);
+    if (idx !== -1) { items.splice(idx, 1); }
+    if (item.previewUrl) { URL.revokeObjectURL(item.previewUrl); }
+    item.li.remove();
   }
 
   function removeItem(item) {
     if (item.state === 'uploading' || item.state === 'queued') { return; }
-    var idx = items.indexOf(item);
-    if (idx !== -1) { items.splice(idx, 1); }
     var next = item.li.nextElementSibling || item.li.previousElementSibling;
-    item.li.remove();
-    // Keep keyboard focus inside the list instead of dropping it onto <body>.
+    dropItem(item);
     var target = next ? next.querySelector('button:not([hidden])') : els.chooseFiles;
     if (target) { target.focus(); }
     refresh();
@@ -611,24 +400,34 @@
   }
 
   function cancelItem(item) {
-    item.cancelRequested = true;
-    if (item.xhr) {
-      item.xhr.abort();   // the upload promise rejects; finishWithError sets the state
+    if (item.controller) {
+      item.controller.abort();   // the upload rejects with kind 'cancelled'
     } else {
-      item.attempt += 1;  // a token request still in flight must not start this upload
+      item.attempt += 1;
       setState(item, 'cancelled', 'Cancelled before the upload started.');
       refresh();
     }
   }
 
-  function queueItem(item) {
-    item.cancelRequested = false;
-    item.progressEl.value = 0;
-    item.rateEl.textContent = '0%';
+  function clearResult(item) {
     item.resultEl.hidden = true;
     item.resultTextEl.textContent = '';
+    item.factsEl.hidden = true;
+    item.downloadEl.hidden = true;
+    item.remoteEl.hidden = true;
+    item.remoteEl.removeAttribute('src');
+    item.linkEl.removeAttribute('href');
+    item.rawEl.hidden = true;
+    item.rawEl.open = false;
     item.detailEl.textContent = '';
-    if (applyLocalChecks(item, tokenState.token)) { setState(item, 'queued', ''); }
+  }
+
+  function queueItem(item) {
+    item.progressEl.value = 0;
+    item.loaded = 0;
+    item.rateEl.textContent = '0%';
+    clearResult(item);
+    if (applyLocalChecks(item, knownToken())) { setState(item, 'queued', ''); }
   }
 
   function setState(item, state, message) {
@@ -653,10 +452,10 @@
       action.hidden = true;
     }
     item.removeEl.hidden = state === 'uploading' || state === 'queued';
-    // A button that disappears under the keyboard focus hands it to its neighbour.
     if (actionHadFocus && action.hidden && !item.removeEl.hidden) { item.removeEl.focus(); }
     if (state === 'done' || state === 'callback-failed') {
       item.progressEl.value = 100;
+      item.loaded = item.file.size;
       item.rateEl.textContent = '100%';
     }
   }
@@ -664,7 +463,7 @@
   /* ------------------------------------------------------------------ upload */
 
   function runQueue() {
-    if (auth.signedOut) {      // no token without a sign-in: the files wait instead of failing
+    if (auth.signedOut) {
       items.forEach(function (it) { if (it.state === 'queued') { setState(it, 'ready', 'waiting for you to sign in'); } });
     }
     refresh();
@@ -680,199 +479,183 @@
     function done() { active -= 1; runQueue(); }
   }
 
+  function progressHandler(item) {
+    var started = performance.now();
+    var lastT = started;
+    var lastLoaded = 0;
+    var rate = 0;
+    return function (p) {
+      var now = performance.now();
+      var dt = (now - lastT) / 1000;
+      if (!rate && now > started) {
+        rate = p.loaded / ((now - started) / 1000);
+        lastT = now;
+        lastLoaded = p.loaded;
+      } else if (dt > 0.25) {
+        rate = rate * 0.6 + ((p.loaded - lastLoaded) / dt) * 0.4;
+        lastT = now;
+        lastLoaded = p.loaded;
+      }
+      var pct = Math.min(100, Math.floor(p.loaded * 100 / p.total));
+      item.progressEl.value = pct;
+      item.loaded = Math.min(item.file.size, Math.round(item.file.size * p.loaded / p.total));
+      var r = formatRate(rate);
+      item.rateEl.textContent = pct + '%' + (r ? ' \u00b7 ' + r : '');
+      item.li.dataset.progress = String(pct);
+      refreshTotal();
+    };
+  }
+
   function uploadItem(item) {
     var attempt = ++item.attempt;
     var current = function () { return attempt === item.attempt; };
+    var controller = new AbortController();
+    item.controller = controller;
     setState(item, 'uploading', 'getting a token');
     refresh();
-    return ensureToken().then(function (token) {
-      if (!current()) { return null; }   // cancelled (and maybe restarted) meanwhile
-      if (item.cancelRequested) { throw cancelledError(); }
-      if (!applyLocalChecks(item, token)) { return null; }
-      var names = objectKeyFor(item, token);
-      var lim = token.limits;
-      if (lim.keyPrefix !== null && names.key.indexOf(lim.keyPrefix) !== 0) {
-        throw new UserError('The object name ' + names.display + ' is outside the folder the policy allows (' +
-          lim.keyPrefix + ').');
-      }
-      if (lim.exactKey !== null && names.key !== lim.exactKey) {
-        throw new UserError('The policy only allows the object name ' + lim.exactKey + '.');
-      }
-      item.objectName = names.display;
-      setState(item, 'uploading', 'to ' + names.display);
-      refresh();
-      return postToOss(item, token, buildForm(token, names.key, item.file)).then(function (res) {
-        return handleResponse(item, token, res);
-      });
-    }).catch(function (err) {
+    return client.upload(item.file, {
+      name: objectNameFor(item),
+      signal: controller.signal,
+      onStart: function (info) {
+        if (!current()) { controller.abort(); return; }
+        item.objectName = info.key;
+        setState(item, 'uploading', 'to ' + info.key);
+        refresh();
+      },
+      onProgress: progressHandler(item)
+    }).then(function (res) {
+      if (current()) { showDone(item, res); }
+    }, function (err) {
       if (current()) { finishWithError(item, err); }
-    }).then(function () { refresh(); });
-  }
-
-  // Policy fields first, the file last (OSS ignores or rejects anything after "file").
-  function buildForm(token, key, file) {
-    var fd = new FormData();
-    fd.append('key', key);
-    fd.append('policy', token.policy);
-    if (token.version === 'v4') {
-      fd.append('x-oss-signature-version', token.v4.signatureVersion);
-      fd.append('x-oss-credential', token.v4.credential);
-      fd.append('x-oss-date', token.v4.date);
-      fd.append('x-oss-signature', token.v4.signature);
-    } else {
-      fd.append('OSSAccessKeyId', token.accessId);
-      fd.append('Signature', token.signature);
-    }
-    if (token.securityToken) { fd.append('x-oss-security-token', token.securityToken); }
-    fd.append('success_action_status', '200');
-    if (token.callback) { fd.append('callback', token.callback); }
-    // OSS stores this as the object's type (it outranks the form's Content-Type and the file
-    // part's type) and checks it against the policy's list. Only sent when the policy has one,
-    // so the form is otherwise exactly as before.
-    if (token.sendContentType) { fd.append('x-oss-content-type', file.type); }
-    fd.append('file', file, file.name);
-    return fd;
-  }
-
-  function cancelledError() {
-    var e = new Error('cancelled');
-    e.name = 'Cancelled';
-    return e;
-  }
-
-  function networkError(token) {
-    var e = new Error('Could not reach the bucket at ' + token.host + ', or it did not allow this page\u2019s ' +
-      'origin (' + (location.origin === 'null' || location.protocol === 'file:' ? 'null, a file:// page' : location.origin) +
-      '). ' + CORS_HINT);
-    e.name = 'NetworkError';
-    return e;
-  }
-
-  // XMLHttpRequest, only for upload progress (fetch cannot report it), wrapped in a Promise.
-  function postToOss(item, token, form) {
-    return new Promise(function (resolve, reject) {
-      var xhr = new XMLHttpRequest();
-      var started = performance.now();
-      var lastT = started;
-      var lastLoaded = 0;
-      var rate = 0;
-      item.xhr = xhr;
-      xhr.open('POST', token.postUrl, true);   // asynchronous, always
-      xhr.responseType = 'text';
-      xhr.upload.addEventListener('progress', function (ev) {
-        if (!ev.lengthComputable || ev.total === 0) { return; }
-        var now = performance.now();
-        var dt = (now - lastT) / 1000;
-        if (!rate && now > started) {
-          rate = ev.loaded / ((now - started) / 1000);   // first estimate: the average so far
-          lastT = now;
-          lastLoaded = ev.loaded;
-        } else if (dt > 0.25) {
-          // Smoothed, so the number stays readable while the socket buffers fill and drain.
-          rate = rate * 0.6 + ((ev.loaded - lastLoaded) / dt) * 0.4;
-          lastT = now;
-          lastLoaded = ev.loaded;
-        }
-        var pct = Math.min(100, Math.floor(ev.loaded * 100 / ev.total));
-        item.progressEl.value = pct;
-        var r = formatRate(rate);
-        item.rateEl.textContent = pct + '%' + (r ? ' \u00b7 ' + r : '');
-        item.li.dataset.progress = String(pct);
-      });
-      xhr.addEventListener('load', function () {
-        item.xhr = null;
-        resolve({ status: xhr.status, body: xhr.responseText, contentType: xhr.getResponseHeader('Content-Type') || '' });
-      });
-      xhr.addEventListener('error', function () { item.xhr = null; reject(networkError(token)); });
-      xhr.addEventListener('timeout', function () { item.xhr = null; reject(networkError(token)); });
-      xhr.addEventListener('abort', function () { item.xhr = null; reject(cancelledError()); });
-      xhr.send(form);
+    }).then(function () {
+      item.controller = null;
+      refresh();
     });
   }
 
-  // OSS error bodies: <Error><Code>…</Code><Message>…</Message>…</Error>.
-  function parseOssError(text) {
-    var out = { code: '', message: '', requestId: '', ec: '' };
-    if (!text) { return out; }
-    var doc = new DOMParser().parseFromString(text, 'application/xml');
-    if (doc.getElementsByTagName('parsererror').length) { return out; }
-    function pick(tag) {
-      var el = doc.getElementsByTagName(tag)[0];
-      return el ? el.textContent.trim() : '';
-    }
-    out.code = pick('Code');
-    out.message = pick('Message');
-    out.requestId = pick('RequestId');
-    out.ec = pick('EC');
-    return out;
+  function showRaw(item, text) {
+    item.detailEl.textContent = text || '';
+    item.rawEl.hidden = !text;
   }
 
-  function showResult(item, text, detail) {
-    item.resultTextEl.textContent = text;
-    item.detailEl.textContent = detail || '';
-    item.detailEl.hidden = !detail;
+  function showDone(item, res) {
+    var answer = res.json && typeof res.json === 'object' ? res.json : null;
+    var upload = answer && answer.upload && typeof answer.upload === 'object' ? answer.upload : {};
+    setState(item, 'done', '');
+    item.resultTextEl.textContent = res.token.callback
+      ? (res.body.trim() ? 'The app server confirmed the upload.' : 'The app server sent no answer.') : '';
+    item.resultTextEl.hidden = !item.resultTextEl.textContent;
+    item.objectEl.textContent = res.key;
+    var size = Number(upload.size);
+    item.storedSizeEl.textContent = formatBytesExact(isFinite(size) && upload.size !== undefined && upload.size !== '' ? size : item.file.size);
+    var w = parseInt(upload.width, 10);
+    var h = parseInt(upload.height, 10);
+    var dims = w > 0 && h > 0 ? { width: w, height: h } : item.imageSize;
+    item.dimsRowEl.hidden = !dims;
+    item.dimsEl.textContent = dims ? dims.width + ' \u00d7 ' + dims.height + ' px' : '';
+    item.factsEl.hidden = false;
+    var pretty = '';
+    if (answer) { pretty = JSON.stringify(answer, null, 2); } else if (res.body.trim()) { pretty = res.body; }
+    showRaw(item, pretty);
     item.resultEl.hidden = false;
+    announce(item.file.name + ' uploaded.');
+    if (res.token.downloads) { showDownload(item, res.key); }
   }
 
-  function handleResponse(item, token, res) {
-    if (res.status === 200 || res.status === 201 || res.status === 204) {
-      var body = res.body || '';
-      var pretty = '';
-      if (body.trim() !== '') {
-        try { pretty = JSON.stringify(JSON.parse(body), null, 2); } catch (e) { pretty = body; }
+  function showDownload(item, key) {
+    var attempt = item.attempt;
+    client.downloadUrl(key).then(function (d) {
+      if (attempt !== item.attempt) { return; }
+      item.linkEl.href = d.url;
+      item.linkEl.textContent = 'Download ' + item.file.name;
+      item.downloadEl.hidden = false;
+      if (isImage(item.file)) {
+        item.remoteEl.alt = 'Stored copy of ' + item.file.name;
+        item.remoteEl.src = d.url;
+        item.remoteEl.hidden = false;
       }
-      setState(item, 'done', item.objectName);
-      showResult(item, 'Object name: ' + item.objectName +
-        (token.callback ? (pretty ? '. The app server answered:' : '. The app server sent no answer.') : '.'), pretty);
-      announce(item.file.name + ' uploaded.');
-      return;
-    }
-    var err = parseOssError(res.body);
-    var detail = (err.code || ('HTTP ' + res.status)) + (err.message ? ': ' + err.message : '');
-    if (res.status === 203) {
-      setState(item, 'callback-failed', detail);
-      showResult(item, 'Object name: ' + item.objectName + '. OSS stored it, but its callback to the app ' +
-        'server failed:', 'Code: ' + (err.code || '(none)') + '\nMessage: ' + (err.message || '(none)') +
-        (err.requestId ? '\nRequest ID: ' + err.requestId : ''));
-      announce(item.file.name + ' uploaded, but the callback to the app server failed.');
-      return;
-    }
-    // A refused signature or an expired policy: the next try must use a fresh token.
-    if (res.status === 403 || err.code === 'InvalidAccessKeyId' || err.code === 'SignatureDoesNotMatch') { forgetToken(); }
-    var e = new Error(detail + ' (HTTP ' + res.status + ')' + (err.requestId ? ', request ID ' + err.requestId : '') + '.');
-    e.name = 'OssError';
-    if (err.code === 'AccessForbidden' && /CORS/i.test(err.message)) { e.message += ' ' + CORS_HINT; }
-    throw e;
+      item.li.dataset.download = 'ready';
+    }, function (err) {
+      if (attempt !== item.attempt) { return; }
+      item.linkEl.removeAttribute('href');
+      item.linkEl.textContent = 'No download link: ' + err.message;
+      item.downloadEl.hidden = false;
+      item.li.dataset.download = 'failed';
+    });
   }
 
   function finishWithError(item, err) {
-    item.xhr = null;
-    item.rateEl.textContent = item.progressEl.value + '%';   // no speed once nothing moves
-    if (err && err.name === 'Cancelled') {
+    item.rateEl.textContent = item.progressEl.value + '%';
+    var kind = err && err.kind;
+    if (kind === 'cancelled') {
       setState(item, 'cancelled', 'Stopped by you; nothing more is sent.');
       announce(item.file.name + ' cancelled.');
       return;
     }
-    if (err && err.name === 'SignInError') {
-      // The page-wide notice says it once; the file waits for the next try.
+    if (kind === 'auth') {
       signInRequired(err);
       setState(item, 'ready', 'waiting for you to sign in');
       return;
     }
+    if (kind === 'refused') {
+      setState(item, 'refused', err.message);
+      return;
+    }
+    if (kind === 'callback') {
+      setState(item, 'callback-failed', (err.code || 'HTTP ' + err.status) + (err.ossMessage ? ': ' + err.ossMessage : ''));
+      item.resultTextEl.textContent = 'OSS stored it, but its callback to the app server failed.';
+      item.resultTextEl.hidden = false;
+      item.objectEl.textContent = err.key;
+      item.storedSizeEl.textContent = formatBytesExact(item.file.size);
+      item.dimsRowEl.hidden = !item.imageSize;
+      item.dimsEl.textContent = item.imageSize ? item.imageSize.width + ' \u00d7 ' + item.imageSize.height + ' px' : '';
+      item.factsEl.hidden = false;
+      showRaw(item, 'Code: ' + (err.code || '(none)') + '\nMessage: ' + (err.ossMessage || '(none)') +
+        (err.requestId ? '\nRequest ID: ' + err.requestId : ''));
+      item.resultEl.hidden = false;
+      announce(item.file.name + ' uploaded, but the callback to the app server failed.');
+      return;
+    }
     var msg = err && err.message ? err.message : String(err);
     setState(item, 'failed', msg);
+    if (kind === 'oss' && err.body) {
+      showRaw(item, err.body);
+      item.resultTextEl.hidden = true;
+      item.factsEl.hidden = true;
+      item.resultEl.hidden = false;
+    }
     announce(item.file.name + ' failed: ' + msg);
   }
 
   /* ------------------------------------------------------------------ status */
 
   function announce(text) {
-    // Clearing first makes screen readers repeat identical messages.
     els.announcer.textContent = '';
     window.setTimeout(function () { els.announcer.textContent = text; }, 50);
   }
 
   var lastStatus = '';
+  var lastTotal = '';
+
+  // One line across every file that is (or was) on its way: bytes sent of bytes to send.
+  function refreshTotal() {
+    var counted = items.filter(function (it) { return it.state !== 'refused' && it.state !== 'ready'; });
+    els.total.hidden = counted.length === 0;
+    if (counted.length === 0) { return; }
+    var total = 0;
+    var sent = 0;
+    counted.forEach(function (it) {
+      total += it.file.size;
+      sent += it.state === 'done' || it.state === 'callback-failed' ? it.file.size : Math.min(it.loaded, it.file.size);
+    });
+    var pct = total > 0 ? Math.floor(sent * 100 / total) : 100;
+    var finished = counted.filter(function (it) { return FINISHED.indexOf(it.state) !== -1; }).length;
+    els.totalProgress.value = pct;
+    var text = 'Total: ' + pct + '% \u00b7 ' + formatBytes(sent) + ' of ' + formatBytes(total) + ' \u00b7 ' +
+      finished + ' of ' + plural(counted.length, 'file') + ' finished';
+    if (text !== lastTotal) { els.totalText.textContent = text; lastTotal = text; }
+    els.total.dataset.percent = String(pct);
+  }
 
   function refresh() {
     var counts = {};
@@ -902,7 +685,8 @@
     var busy = c('uploading') + c('queued') > 0;
     els.status.dataset.busy = busy ? 'true' : 'false';
     els.startUpload.disabled = c('ready') === 0 || auth.signedOut;
-    els.clearFinished.disabled = (c('done') + c('callback-failed') + c('cancelled') + c('refused') + c('failed')) === 0;
+    els.clearFinished.disabled = FINISHED.reduce(function (n, s) { return n + c(s); }, 0) === 0;
+    refreshTotal();
   }
 
   /* ------------------------------------------------------------------ wiring */
@@ -914,43 +698,37 @@
 
   function clearFinished() {
     items.slice().forEach(function (item) {
-      if (['done', 'callback-failed', 'cancelled', 'refused', 'failed'].indexOf(item.state) !== -1) {
-        var idx = items.indexOf(item);
-        items.splice(idx, 1);
-        item.li.remove();
-      }
+      if (FINISHED.indexOf(item.state) !== -1) { dropItem(item); }
     });
     refresh();
   }
 
-  // Several files may meet the same 401 at once: the notice is set and announced once.
   function signInRequired(err) {
-    forgetToken();
+    client.forgetToken();
     var hadTicket = auth.ticket !== null;
-    if (hadTicket) {           // refused: a reload must not send it again
+    if (hadTicket) {
       auth.ticket = null;
       storeTicket(null);
     }
     els.bucketHost.textContent = 'not known (sign in first)';
     if (!auth.signedOut) {
-      setSignedOut(true, signInDetail(hadTicket, err.detail));
+      setSignedOut(true, signInDetail(hadTicket, err.serverMessage));
       announce('Sign in to upload.');
     }
   }
 
   function loadToken() {
-    ensureToken().catch(function (err) {
-      if (err && err.name === 'SignInError') { signInRequired(err); return; }
+    client.getToken().catch(function (err) {
+      if (err && err.kind === 'auth') { signInRequired(err); return; }
       els.bucketHost.textContent = 'not known (no token)';
       els.status.textContent = err.message;
       lastStatus = err.message;
     });
   }
 
-  // The main application may send a new ticket to a page that is already open.
   window.addEventListener('hashchange', function () {
     if (takeTicketFromFragment() && auth.ticket) {
-      forgetToken();
+      client.forgetToken();
       loadToken();
     }
   });
@@ -958,17 +736,16 @@
   els.chooseFiles.addEventListener('click', function () { els.fileInput.click(); });
   els.fileInput.addEventListener('change', function () {
     addFiles(els.fileInput.files);
-    els.fileInput.value = '';   // lets the same file be chosen again
+    els.fileInput.value = '';
   });
   els.startUpload.addEventListener('click', startAll);
   els.clearFinished.addEventListener('click', clearFinished);
   els.acceptList.addEventListener('input', syncAcceptAttribute);
 
-  // Drop zone. Dragged files bypass the input's accept attribute; applyLocalChecks covers them.
   var dragDepth = 0;
   els.dropzone.addEventListener('dragenter', function (ev) {
     ev.preventDefault();
-    if (auth.signedOut) { return; }   // nothing is taken until the user signs in
+    if (auth.signedOut) { return; }
     dragDepth += 1;
     els.dropzone.classList.add('is-dragover');
   });
@@ -984,9 +761,8 @@
     ev.preventDefault();
     dragDepth = 0;
     els.dropzone.classList.remove('is-dragover');
-    if (ev.dataTransfer && ev.dataTransfer.files) { addFiles(ev.dataTransfer.files); }   // refused when signed out
+    if (ev.dataTransfer && ev.dataTransfer.files) { addFiles(ev.dataTransfer.files); }
   });
-  // A file dropped next to the zone must not make the browser navigate away from the page.
   window.addEventListener('dragover', function (ev) { ev.preventDefault(); });
   window.addEventListener('drop', function (ev) { ev.preventDefault(); });
 
@@ -999,8 +775,7 @@
     els.serverUrl.disabled = false;
     els.serverConnect.disabled = false;
     var reconnect = function () {
-      forgetToken();
-      tokenState.serverKey = null;
+      client.forgetToken();
       els.bucketHost.textContent = 'not known yet';
       loadToken();
     };
