@@ -1,20 +1,29 @@
-"""A small local double of an Alibaba Cloud OSS bucket: PostObject plus the upload callback.
+"""A small local double of an Alibaba Cloud OSS service: one or more buckets, PostObject with
+its upload callback, signed object reads and the bucket calls a deployment check makes.
 
-Standard library only. It implements what the OSS documentation says of PostObject, its policy, signatures
-V1 and V4, upload callbacks and their error codes
-describe, and nothing else of OSS (no ListObjects, no PutObject, no multipart upload API):
+Standard library only. It implements what the OSS documentation says of the calls below, and
+nothing else of OSS (no ListObjects, no PutObject, no multipart upload API):
 
 * ``POST /``  browser form upload (PostObject), V1 and V4 signatures, STS token, policy checks,
   optional upload callback signed with the emulator's own RSA key;
-* ``GET|HEAD /<key>``  serves a stored object with its metadata;
+* ``GET|HEAD /<key>``  GetObject and HeadObject, anonymous (bucket ACL public-read) or signed:
+  V1 and V4 signatures in the Authorization header or in the URL (presigned), STS tokens;
+* ``GET /?bucketInfo``  GetBucketInfo; ``GET|PUT|DELETE /?cors``  GetBucketCors, PutBucketCors,
+  DeleteBucketCors (always signed);
 * ``GET /__oss_emulator__/callback_pub_key.pem``  the callback public key (the prefix is reserved
   and refused as an object key, so it can never collide with an object);
-* ``OPTIONS``  CORS preflight.
+* ``OPTIONS``  CORS preflight, answered from the bucket's CORS rules.
+
+Every answer carries a ``Date`` header from the emulator's clock, which can be set askew.
+Several buckets can live in one emulator, each with its own keys, objects and CORS rules: a
+request goes to the bucket named by the first label of its Host header
+(``otherbucket.127.0.0.1:9000``), else to the default bucket.
 
 Use it from tests with :class:`EmulatorServer`, or run it:
 ``python -m tests.oss_emulator --port 9000 --root DIR --bucket examplebucket --access-key-id ID
 --access-key-secret SECRET [--security-token T] [--region cn-hangzhou] [--cors-origin ORIGIN]
-[--throttle BYTES_PER_S]``.
+[--no-cors] [--acl private] [--clock-skew SECONDS] [--deny ACTION] [--head-stall SECONDS]
+[--head-fault STATUS] [--throttle BYTES_PER_S] [--extra-bucket NAME:ID:SECRET[:REGION]]``.
 
 Where the documentation leaves behaviour open, the choice made here is documented next to the code that
 makes it; every such place carries the word "Choice:".
@@ -48,8 +57,10 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 import urllib.parse
-from email.utils import formatdate
+import xml.etree.ElementTree as ElementTree
+from email.utils import formatdate, parsedate_to_datetime
 from xml.sax.saxutils import escape as xml_escape
 
 log = logging.getLogger("oss_emulator")
@@ -86,7 +97,11 @@ STORED_HEADERS = ("Cache-Control", "Content-Disposition", "Content-Encoding", "E
 # --------------------------------------------------------------------------------------------
 
 class OSSError(Exception):
-    """An error answered to the uploader in OSS's XML layout."""
+    """An error answered in OSS's XML layout.
+
+    ``extra``: further (element, text) pairs after HostId, as OSS adds to some errors (the
+    StringToSign of SignatureDoesNotMatch, for one); a text that is a list of pairs nests.
+    ``status`` overrides the code's usual HTTP status (the 5xx faults)."""
 
     STATUS = {
         "AccessDenied": 403, "AccessForbidden": 403, "SignatureDoesNotMatch": 403,
@@ -95,16 +110,19 @@ class OSSError(Exception):
         "RequestIsNotMultiPartContent": 400, "IncorrectNumberOfFilesInPOSTRequest": 400,
         "EntityTooLarge": 400, "EntityTooSmall": 400, "MaxPOSTPreDataLengthExceededError": 400,
         "FieldItemTooLong": 400, "InvalidObjectName": 400, "MetadataTooLarge": 400,
-        "NoSuchKey": 404, "MethodNotAllowed": 405, "FileAlreadyExists": 409,
-        "MissingContentLength": 411, "NotImplemented": 501,
+        "MalformedXML": 400, "InvalidDigest": 400,
+        "NoSuchKey": 404, "NoSuchCORSConfiguration": 404, "MethodNotAllowed": 405,
+        "FileAlreadyExists": 409, "MissingContentLength": 411,
+        "InternalError": 500, "NotImplemented": 501, "ServiceUnavailable": 503,
     }
 
-    def __init__(self, code, message, ec=None):
+    def __init__(self, code, message, ec=None, extra=(), status=None):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-        self.status = self.STATUS[code]
+        self.status = status or self.STATUS[code]
         self.ec = ec
+        self.extra = tuple(extra)
 
 
 def malformed():
@@ -140,12 +158,25 @@ def callback_argument(message):
     return OSSError("InvalidArgument", message)
 
 
-def error_xml(code, message, request_id, host_id, ec=None):
+def _xml_elements(pairs, indent):
+    lines = []
+    for tag, value in pairs:
+        if isinstance(value, (list, tuple)):
+            lines.append(f"{indent}<{tag}>")
+            lines += _xml_elements(value, indent + "  ")
+            lines.append(f"{indent}</{tag}>")
+        else:
+            lines.append(f"{indent}<{tag}>{xml_escape(str(value))}</{tag}>")
+    return lines
+
+
+def error_xml(code, message, request_id, host_id, ec=None, extra=()):
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<Error>",
              f"  <Code>{xml_escape(code)}</Code>",
              f"  <Message>{xml_escape(message)}</Message>",
              f"  <RequestId>{request_id}</RequestId>",
              f"  <HostId>{xml_escape(host_id)}</HostId>"]
+    lines += _xml_elements(extra, "  ")
     if ec:
         lines.append(f"  <EC>{ec}</EC>")
         lines.append(f"  <RecommendDoc>https://api.aliyun.com/troubleshoot?q={ec}</RecommendDoc>")
@@ -300,17 +331,76 @@ def _crc64_table():
 _CRC64_TABLE = _crc64_table()
 
 
-def crc64_update(crc, data):
+_CRC64_ONES = 0xFFFFFFFFFFFFFFFF
+_CRC64_BLOCK = 8192
+_crc64_masks = []
+_crc64_masks_lock = threading.Lock()
+
+
+def _crc64_block_masks():
+    """64 masks over the bits of an 8 KB block: bit j of the CRC register after the block
+    (from a zero register) is the parity of the block's bits under mask j, since a CRC is
+    linear in its input. Built once: the register each single message bit leads to, then
+    transposed into bit planes with bytes operations."""
+    with _crc64_masks_lock:
+        if _crc64_masks:
+            return _crc64_masks
+        table, size = _CRC64_TABLE, _CRC64_BLOCK
+        contributions = [0] * (8 * size)            # bit 8k+b: byte k holds 1 << b
+        for bit in range(8):
+            register = table[1 << bit]
+            for k in range(size - 1, -1, -1):
+                contributions[8 * k + bit] = register
+                register = table[register & 0xFF] ^ (register >> 8)
+        planes = b"".join(c.to_bytes(8, "little") for c in contributions)
+        bit_of = [bytes((v >> t) & 1 for v in range(256)) for t in range(8)]
+        shifted = [bytes((v << t) & 0xFF for v in range(256)) for t in range(8)]
+        for j in range(64):
+            flags = planes[j // 8::8].translate(bit_of[j % 8])      # one byte per message bit
+            mask = 0
+            for t in range(8):
+                mask |= int.from_bytes(flags[t::8].translate(shifted[t]), "little")
+            _crc64_masks.append(mask)
+        return _crc64_masks
+
+
+class Crc64:
     """CRC-64/XZ (what OSS calls crc64ecma): reflected, init and xorout all ones.
 
-    ``crc`` is the running value *after* xorout; start with 0. Pure Python is slow (a few
-    MB/s), so the emulator computes it only when a callback body asks for ``${crc64}``.
-    """
-    crc ^= 0xFFFFFFFFFFFFFFFF
-    table = _CRC64_TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFFFFFFFFFF
+    Streams: ``update(data)`` any number of times, then ``value()``. Whole 8 KB blocks are
+    folded in with the parity masks above (a register r followed by block D gives what D
+    with r XORed into its first 8 bytes gives from zero), some 20 MB/s in pure Python; the
+    bytes after the last whole block go through the byte table."""
+
+    def __init__(self, crc=0):
+        self._register = crc ^ _CRC64_ONES
+        self._pending = b""
+
+    def update(self, data):
+        data = self._pending + bytes(data) if self._pending else bytes(data)
+        whole = len(data) - len(data) % _CRC64_BLOCK
+        if whole:
+            masks = _crc64_block_masks()
+            register = self._register
+            for offset in range(0, whole, _CRC64_BLOCK):
+                bits = int.from_bytes(data[offset:offset + _CRC64_BLOCK], "little") ^ register
+                register = 0
+                for j, mask in enumerate(masks):
+                    register |= ((bits & mask).bit_count() & 1) << j
+            self._register = register
+        self._pending = data[whole:]
+        return self
+
+    def value(self):
+        register, table = self._register, _CRC64_TABLE
+        for byte in self._pending:
+            register = table[(register ^ byte) & 0xFF] ^ (register >> 8)
+        return register ^ _CRC64_ONES
+
+
+def crc64_update(crc, data):
+    """The CRC-64/XZ of what ``crc`` (0 to start) covered followed by ``data``."""
+    return Crc64(crc).update(data).value()
 
 
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -771,10 +861,16 @@ def sign_v1(secret, policy_b64):
     return base64.b64encode(mac.digest()).decode("ascii")
 
 
-def sign_v4(secret, yyyymmdd, region, policy_b64):
+def v4_signing_key(secret, yyyymmdd, region):
+    """HMAC-SHA256 chain "aliyun_v4" + secret -> date -> region -> "oss" -> "aliyun_v4_request"."""
     key = ("aliyun_v4" + secret).encode("utf-8")
     for part in (yyyymmdd, region, "oss", "aliyun_v4_request"):
         key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
+    return key
+
+
+def sign_v4(secret, yyyymmdd, region, policy_b64):
+    key = v4_signing_key(secret, yyyymmdd, region)
     return hmac.new(key, policy_b64.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
@@ -784,6 +880,404 @@ def _same(a, b):
 
 V4_FIELDS = ("x-oss-signature-version", "x-oss-credential", "x-oss-date", "x-oss-signature")
 V1_FIELDS = ("ossaccesskeyid", "signature")
+
+
+# --------------------------------------------------------------------------------------------
+# Signed requests: "Include a V1 signature in the Authorization header", "Include a V4
+# signature in the Authorization header", and the same two signatures in URLs (presigned)
+# --------------------------------------------------------------------------------------------
+
+MAX_SKEW = 15 * 60                  # Date / x-oss-date: at most 15 minutes from OSS's clock
+V4_MAX_EXPIRES = 7 * 24 * 3600      # x-oss-expires: 1 to 604800 seconds
+V4_ALGORITHM = "OSS4-HMAC-SHA256"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+
+# Query parameters that take part in the V1 CanonicalizedResource ("Include a V1 signature in
+# the Authorization header": the sub-resources, sorted by name). Any other parameter is left
+# out of what V1 signs.
+V1_SUBRESOURCES = frozenset((
+    "acl", "append", "asyncFetch", "bucketInfo", "callback", "callback-var", "cname", "comp",
+    "continuation-token", "cors", "delete", "encryption", "endTime", "group", "img",
+    "inventory", "inventoryId", "lifecycle", "link", "live", "location", "logging",
+    "metaQuery", "objectInfo", "objectMeta", "partNumber", "policy", "position", "qos",
+    "qosInfo", "referer", "regionList", "replication", "replicationLocation",
+    "replicationProgress", "requestPayment", "resourceGroup", "response-cache-control",
+    "response-content-disposition", "response-content-encoding", "response-content-language",
+    "response-content-type", "response-expires", "restore", "security-token", "sequential",
+    "startTime", "stat", "status", "style", "styleName", "symlink", "tagging",
+    "transferAcceleration", "uploadId", "uploads", "versionId", "versioning", "versions",
+    "vod", "website", "worm", "wormExtend", "wormId", "x-oss-ac-forward-allow",
+    "x-oss-ac-source-ip", "x-oss-ac-subnet-mask", "x-oss-ac-vpc-id", "x-oss-async-process",
+    "x-oss-process", "x-oss-request-payer", "x-oss-traffic-limit",
+))
+V1_QUERY_AUTH = ("OSSAccessKeyId", "Expires", "Signature")
+V4_QUERY_AUTH = ("x-oss-signature-version", "x-oss-credential", "x-oss-date", "x-oss-expires",
+                 "x-oss-signature")
+
+
+@dataclasses.dataclass(frozen=True)
+class SignedRequest:
+    """What a signature covers, as the emulator received it."""
+
+    method: str
+    bucket: str                # the bucket the request went to ("" for none)
+    key: str                   # the object key, percent-decoded ("" for a bucket call)
+    query: tuple               # ((name, value), ...) percent-decoded, in the order sent
+    headers: dict              # lower-case name -> value, trimmed; repeats joined with ","
+    body_sha256: str = ""      # hex SHA-256 of the request body
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Who signed a request: the AccessKey ID and the bucket whose owner holds the key."""
+
+    access_key_id: str
+    owner: object              # a Bucket
+
+
+def v1_canonical_resource(bucket, key, query):
+    """"/" + bucket + "/" + key, then "?" and the sub-resources sorted by name (name, or
+    name=value when the value is not empty), joined with "&"; the values are not encoded."""
+    resource = f"/{bucket}/{key}" if bucket else "/"
+    subresources = sorted(((n, v) for n, v in query if n in V1_SUBRESOURCES),
+                          key=lambda pair: pair[0])
+    if subresources:
+        resource += "?" + "&".join(n + "=" + v if v else n for n, v in subresources)
+    return resource
+
+
+def v1_canonical_headers(headers):
+    """Every x-oss-* header, lower-case name ":" value "\n", sorted by name."""
+    return "".join(f"{name}:{headers[name]}\n" for name in sorted(headers)
+                   if name.startswith("x-oss-"))
+
+
+def v1_string_to_sign(request, date):
+    """VERB, Content-MD5, Content-Type, Date (or Expires), then CanonicalizedOSSHeaders and
+    CanonicalizedResource, joined by "\n" (the last two without one between them)."""
+    return "\n".join((request.method, request.headers.get("content-md5", ""),
+                      request.headers.get("content-type", ""), date,
+                      v1_canonical_headers(request.headers)
+                      + v1_canonical_resource(request.bucket, request.key, request.query)))
+
+
+def v1_signature(secret, string_to_sign):
+    mac = hmac.new(secret.encode("utf-8"), string_to_sign.encode("utf-8"), hashlib.sha1)
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def _v4_encode(text, keep_slash=False):
+    """RFC 3986 percent-encoding of the UTF-8 bytes: only A-Z a-z 0-9 - _ . ~ stay as they
+    are (and "/" in the canonical URI)."""
+    return urllib.parse.quote(text, safe="/" if keep_slash else "")
+
+
+def v4_canonical_request(request, additional_headers, payload_hash, skip=()):
+    """HTTP verb, canonical URI, canonical query string, canonical headers, additional
+    headers and the hashed payload, joined by "\n".
+
+    The canonical URI is "/" + bucket + "/" + key, encoded but for "/". The query is every
+    parameter (but those in ``skip``) encoded, sorted, as name=value or name alone. The
+    headers are content-type, content-md5, every x-oss-* header and the additional headers,
+    as lower-case name ":" value "\n", sorted."""
+    uri = _v4_encode(f"/{request.bucket}/{request.key}" if request.bucket else "/", True)
+    pairs = sorted((_v4_encode(n), _v4_encode(v)) for n, v in request.query if n not in skip)
+    query = "&".join(n + "=" + v if v else n for n, v in pairs)
+    signed = sorted(name for name in request.headers
+                    if name.startswith("x-oss-") or name in ("content-type", "content-md5")
+                    or name in additional_headers)
+    headers = "".join(f"{name}:{request.headers[name]}\n" for name in signed)
+    return "\n".join((request.method, uri, query, headers, ";".join(additional_headers),
+                      payload_hash))
+
+
+def v4_string_to_sign(timestamp, scope, canonical_request):
+    digest = hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
+    return "\n".join((V4_ALGORITHM, timestamp, scope, digest))
+
+
+def v4_signature(secret, yyyymmdd, region, string_to_sign):
+    key = v4_signing_key(secret, yyyymmdd, region)
+    return hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _iso8601(timestamp):
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(timestamp))
+
+
+def _bytes_hex(text):
+    return " ".join(f"{b:02X}" for b in text.encode("utf-8"))
+
+
+def _invalid_argument(message, name=None, value=None, ec=None):
+    extra = [("ArgumentName", name), ("ArgumentValue", value)] if name is not None else []
+    return OSSError("InvalidArgument", message, ec=ec, extra=extra)
+
+
+def _expired(expires_at, now):
+    return OSSError("AccessDenied", "Request has expired.",
+                    extra=[("Expires", _iso8601(expires_at)), ("ServerTime", _iso8601(now))])
+
+
+def _too_skewed(request_time, now):
+    return OSSError("RequestTimeTooSkewed", "The difference between the request time and the "
+                    "current time is too large.",
+                    extra=[("RequestTime", _iso8601(request_time)), ("ServerTime", _iso8601(now)),
+                           ("MaxAllowedSkewMilliseconds", str(MAX_SKEW * 1000))])
+
+
+def _parse_http_date(value):
+    """Unix time of an RFC 1123 date ("Tue, 20 Dec 2022 08:48:18 GMT"), else None."""
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment is None or moment.tzinfo is None or moment.utcoffset():
+        return None
+    return moment.timestamp()
+
+
+def _parse_x_oss_date(value):
+    match = _X_OSS_DATE_RE.fullmatch(value or "")
+    try:
+        return _utc_timestamp(*match.groups())
+    except (AttributeError, ValueError):
+        return None
+
+
+def _parse_credential(credential, where, ec):
+    """(AccessKeyId, yyyymmdd, region) of "<AccessKeyId>/<date>/<region>/oss/aliyun_v4_request"."""
+    scope = credential.split("/")
+    if len(scope) != 5 or not scope[0] or not re.fullmatch(r"\d{8}", scope[1]) \
+            or not scope[2] or scope[3] != "oss" or scope[4] != "aliyun_v4_request":
+        raise _invalid_argument(f"Invalid credential in {where}.", where, credential, ec)
+    return scope[0], scope[1], scope[2]
+
+
+def _parse_v4_authorization(value):
+    """{"Credential", "Signature", optional "AdditionalHeaders"} of a V4 Authorization header.
+
+    Choice: the pairs may come in any order, with or without a space after each comma (the
+    documentation writes ", ", the SDKs ","); an unknown or repeated pair, or an empty
+    AdditionalHeaders (error page 0002-00000209), is InvalidArgument."""
+    pairs = {}
+    for item in value[len(V4_ALGORITHM):].split(","):
+        name, eq, text = item.strip().partition("=")
+        if not eq or name in pairs or name not in ("Credential", "Signature",
+                                                   "AdditionalHeaders") or not text.strip():
+            raise _invalid_argument("Authorization header is invalid.", "Authorization", value)
+        pairs[name] = text.strip()
+    if "Credential" not in pairs or "Signature" not in pairs:
+        raise _invalid_argument("Authorization header is invalid.", "Authorization", value)
+    return pairs
+
+
+def _additional_headers(text):
+    """Lower-case names of an AdditionalHeaders list ("host;range"), sorted, once each."""
+    return sorted({name.strip().lower() for name in text.split(";") if name.strip()})
+
+
+def check_security_token(token, expected):
+    """The security token a request carries against the one its AccessKey needs.
+
+    A temporary AccessKey without its token is InvalidAccessKeyId. Choice: a wrong token,
+    or a token for a key that needs none, is 403 InvalidSecurityToken."""
+    if expected is not None and not token:
+        raise invalid_access_key_id()
+    if token is not None and (expected is None or not _same(token, expected)):
+        raise OSSError("InvalidSecurityToken", "The security token you provided is invalid.")
+
+
+def _signature_mismatch(access_key_id, provided, string_to_sign, canonical_request=None,
+                        ec="0002-00000040"):
+    """SignatureDoesNotMatch as OSS answers it: the AccessKey ID, the signature sent and what
+    OSS signed (StringToSign, its bytes in hex, and for V4 the CanonicalRequest), so that a
+    client can see where it differs."""
+    extra = [("OSSAccessKeyId", access_key_id), ("SignatureProvided", provided)]
+    if canonical_request is not None:
+        extra.append(("CanonicalRequest", canonical_request))
+    extra += [("StringToSign", string_to_sign), ("StringToSignBytes", _bytes_hex(string_to_sign))]
+    error = signature_mismatch()
+    error.ec, error.extra = ec, tuple(extra)
+    return error
+
+
+def authenticate_request(request, bucket, lookup_key, now):
+    """The Principal that signed ``request`` (sent to ``bucket``), or None when it carries no
+    signature at all. ``lookup_key(access_key_id)`` gives (secret, security token, owner
+    bucket) or raises InvalidAccessKeyId.
+
+    Choice: a request that mixes an Authorization header with signature parameters in its
+    URL, or V1 with V4 parameters, is 400 InvalidArgument."""
+    authorization = request.headers.get("authorization")
+    names = {name for name, _ in request.query}
+    v1_query = names & set(V1_QUERY_AUTH)
+    v4_query = names & set(V4_QUERY_AUTH)
+    if sum(map(bool, (authorization is not None, v1_query, v4_query))) > 1:
+        raise _invalid_argument("Only one authentication mechanism may be used.")
+    params = {}
+    for name, value in request.query:
+        if name in V1_QUERY_AUTH + V4_QUERY_AUTH + ("security-token", "x-oss-security-token",
+                                                    "x-oss-additional-headers"):
+            if name in params:
+                raise _invalid_argument(f"Repeated query parameter {name}.", name, value)
+            params[name] = value
+    if authorization is not None:
+        if authorization.startswith("OSS "):
+            return _v1_header(request, bucket, lookup_key, now, authorization)
+        if authorization.startswith(V4_ALGORITHM + " "):
+            return _v4_header(request, bucket, lookup_key, now, authorization)
+        raise _invalid_argument("Authorization header is invalid.", "Authorization",
+                                authorization)
+    if v1_query:
+        return _v1_query(request, lookup_key, now, params)
+    if v4_query:
+        return _v4_query(request, bucket, lookup_key, now, params)
+    return None
+
+
+def _v1_header(request, bucket, lookup_key, now, authorization):
+    """"Include a V1 signature in the Authorization header": "OSS " AccessKeyId ":" Signature.
+
+    The Date of the string to sign is the x-oss-date header when the request has one, else
+    the Date header (the page: "when both are present, x-oss-date prevails"). Choice: that
+    value must be an RFC 1123 date, or for x-oss-date also the ISO 8601 basic form
+    (20221220T084818Z); missing or unreadable, it is 403 AccessDenied."""
+    match = re.fullmatch(r"OSS ([^:\s]+):(\S+)", authorization)
+    if not match:
+        raise _invalid_argument("Authorization header is invalid.", "Authorization",
+                                authorization)
+    access_key_id, provided = match.groups()
+    secret, expected_token, owner = lookup_key(access_key_id)
+    date = request.headers.get("x-oss-date") or request.headers.get("date")
+    signed_at = None
+    if date:
+        signed_at = _parse_http_date(date)
+        if signed_at is None and "x-oss-date" in request.headers:
+            signed_at = _parse_x_oss_date(date)
+    if signed_at is None:
+        raise OSSError("AccessDenied", "The request has no valid Date or x-oss-date header.",
+                       ec="0002-00000503")
+    if abs(signed_at - now) > MAX_SKEW:
+        raise _too_skewed(signed_at, now)
+    check_security_token(request.headers.get("x-oss-security-token"), expected_token)
+    string_to_sign = v1_string_to_sign(request, date)
+    if not _same(provided, v1_signature(secret, string_to_sign)):
+        raise _signature_mismatch(access_key_id, provided, string_to_sign)
+    return Principal(access_key_id, owner)
+
+
+def _v1_query(request, lookup_key, now, params):
+    """A V1 presigned URL: OSSAccessKeyId, Expires (Unix time) and Signature in the query;
+    the string to sign has Expires where the header form has Date, and the security-token
+    parameter of an STS key is a sub-resource. Choice: a URL missing one of the three, or
+    whose Expires is no integer, is 403 AccessDenied."""
+    if not all(params.get(name) for name in V1_QUERY_AUTH) \
+            or not re.fullmatch(r"[0-9]{1,12}", params["Expires"]):
+        raise OSSError("AccessDenied", "Query-string authentication requires the Signature, "
+                       "Expires and OSSAccessKeyId parameters.")
+    access_key_id, provided = params["OSSAccessKeyId"], params["Signature"]
+    secret, expected_token, owner = lookup_key(access_key_id)
+    expires = int(params["Expires"])
+    if now > expires:
+        raise _expired(expires, now)
+    check_security_token(params.get("security-token"), expected_token)
+    string_to_sign = v1_string_to_sign(request, params["Expires"])
+    if not _same(provided, v1_signature(secret, string_to_sign)):
+        raise _signature_mismatch(access_key_id, provided, string_to_sign)
+    return Principal(access_key_id, owner)
+
+
+def _check_region(region, bucket, where, credential, ec):
+    """Choice: a signing region that is not the bucket's is 400 InvalidArgument "The signing
+    region in credential is invalid.", with the element and value (the message and layout
+    OSS gives a PostObject credential of the wrong region, error page 0002-00000715; the
+    pages 0002-00000228 and 0002-00000226 describe the header and URL cases without a
+    message)."""
+    if region != bucket.region:
+        raise _invalid_argument("The signing region in credential is invalid.", where,
+                                credential, ec)
+
+
+def _v4_header(request, bucket, lookup_key, now, authorization):
+    """"Include a V4 signature in the Authorization header".
+
+    Choice: x-oss-date is required (403 AccessDenied without it, 400 InvalidArgument when
+    it is not yyyymmddTHHMMSSZ or its day is not the credential's), and so is
+    x-oss-content-sha256, whose value (UNSIGNED-PAYLOAD, or the hex SHA-256 of the body) is
+    the hashed payload."""
+    pairs = _parse_v4_authorization(authorization)
+    access_key_id, day, region = _parse_credential(pairs["Credential"], "Authorization",
+                                                   "0002-00000213")
+    secret, expected_token, owner = lookup_key(access_key_id)
+    _check_region(region, bucket, "Authorization", pairs["Credential"], "0002-00000228")
+    timestamp = request.headers.get("x-oss-date")
+    if not timestamp:
+        raise OSSError("AccessDenied", "The request has no x-oss-date header.",
+                       ec="0002-00000503")
+    signed_at = _parse_x_oss_date(timestamp)
+    if signed_at is None or timestamp[:8] != day:
+        raise _invalid_argument("Invalid x-oss-date.", "x-oss-date", timestamp, "0002-00000502")
+    if abs(signed_at - now) > MAX_SKEW:
+        raise _too_skewed(signed_at, now)
+    payload = request.headers.get("x-oss-content-sha256")
+    if payload not in (UNSIGNED_PAYLOAD, request.body_sha256):
+        raise _invalid_argument("x-oss-content-sha256 must be UNSIGNED-PAYLOAD or the "
+                                "SHA-256 of the body.", "x-oss-content-sha256", payload or "")
+    check_security_token(request.headers.get("x-oss-security-token"), expected_token)
+    additional = _additional_headers(pairs.get("AdditionalHeaders", ""))
+    canonical = v4_canonical_request(request, additional, payload)
+    string_to_sign = v4_string_to_sign(timestamp, f"{day}/{region}/oss/aliyun_v4_request",
+                                       canonical)
+    if not _same(pairs["Signature"], v4_signature(secret, day, region, string_to_sign)):
+        raise _signature_mismatch(access_key_id, pairs["Signature"], string_to_sign,
+                                  canonical, "0002-00000201")
+    return Principal(access_key_id, owner)
+
+
+def _v4_query(request, bucket, lookup_key, now, params):
+    """A V4 presigned URL: x-oss-signature-version, x-oss-credential, x-oss-date,
+    x-oss-expires (1 to 604800 seconds from x-oss-date), x-oss-signature, and optional
+    x-oss-additional-headers and x-oss-security-token. Every parameter but x-oss-signature
+    is in the canonical query; the payload is UNSIGNED-PAYLOAD.
+
+    Choice: a missing parameter is 400 InvalidArgument; an x-oss-date more than 15 minutes
+    ahead of the emulator's clock (the page allows that much) is RequestTimeTooSkewed; past
+    x-oss-date + x-oss-expires the URL is 403 AccessDenied "Request has expired."."""
+    for name in V4_QUERY_AUTH:
+        if not params.get(name):
+            raise _invalid_argument(f"Query parameter {name} is required.", name, "",
+                                    "0002-00000215" if name == "x-oss-expires" else None)
+    if params["x-oss-signature-version"] != V4_ALGORITHM:
+        raise _invalid_argument("Invalid x-oss-signature-version.", "x-oss-signature-version",
+                                params["x-oss-signature-version"])
+    credential = params["x-oss-credential"]
+    access_key_id, day, region = _parse_credential(credential, "x-oss-credential",
+                                                   "0002-00000224")
+    secret, expected_token, owner = lookup_key(access_key_id)
+    _check_region(region, bucket, "x-oss-credential", credential, "0002-00000226")
+    timestamp = params["x-oss-date"]
+    signed_at = _parse_x_oss_date(timestamp)
+    if signed_at is None or timestamp[:8] != day:
+        raise _invalid_argument("Invalid x-oss-date.", "x-oss-date", timestamp, "0002-00000502")
+    expires = params["x-oss-expires"]
+    if not re.fullmatch(r"[0-9]{1,7}", expires) or not 1 <= int(expires) <= V4_MAX_EXPIRES:
+        raise _invalid_argument("Invalid x-oss-expires.", "x-oss-expires", expires)
+    if signed_at - now > MAX_SKEW:
+        raise _too_skewed(signed_at, now)
+    if now > signed_at + int(expires):
+        raise _expired(signed_at + int(expires), now)
+    check_security_token(params.get("x-oss-security-token"), expected_token)
+    additional = _additional_headers(params.get("x-oss-additional-headers", ""))
+    canonical = v4_canonical_request(request, additional, UNSIGNED_PAYLOAD,
+                                     skip=("x-oss-signature",))
+    string_to_sign = v4_string_to_sign(timestamp, f"{day}/{region}/oss/aliyun_v4_request",
+                                       canonical)
+    provided = params["x-oss-signature"]
+    if not _same(provided, v4_signature(secret, day, region, string_to_sign)):
+        raise _signature_mismatch(access_key_id, provided, string_to_sign, canonical,
+                                  "0002-00000201")
+    return Principal(access_key_id, owner)
 
 
 # --------------------------------------------------------------------------------------------
@@ -885,9 +1379,6 @@ class CallbackConfig:
                 raise callback_argument("The callbackBody is invalid: bad ${} syntax.")
             template.append((body[start + 2:end], json_type and in_string))
             pos = end + 1
-
-    def needs(self, name):
-        return any(isinstance(item, tuple) and item[0] == name for item in self.template)
 
     def render(self, variables):
         """The callback body. ``variables`` maps system names and "x:..." names to strings.
@@ -1077,6 +1568,22 @@ class ObjectStore:
         finally:
             pathlib.Path(meta_tmp).unlink(missing_ok=True)
 
+    def update_meta(self, key, etag, updates):
+        """Add ``updates`` to the metadata of ``key`` if it still holds the object ``etag``."""
+        target = self.object_path(key).with_suffix(".json")
+        with self._lock:
+            try:
+                meta = json.loads(target.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                return
+            if meta.get("etag") != etag:
+                return
+            meta.update(updates)
+            fd, meta_tmp = tempfile.mkstemp(dir=self._tmp, prefix="meta-")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(meta, f)
+            os.replace(meta_tmp, target)
+
     def open(self, key):
         """(open binary file, metadata dict), or None if there is no such object."""
         target = self.object_path(key)
@@ -1087,6 +1594,171 @@ class ObjectStore:
                 return None
             meta = json.loads(target.with_suffix(".json").read_text(encoding="utf-8"))
         return f, meta
+
+
+# --------------------------------------------------------------------------------------------
+# CORS rules (PutBucketCors, GetBucketCors, DeleteBucketCors)
+# --------------------------------------------------------------------------------------------
+
+# Choice: PutBucketCors's page now gives 20 rules per bucket and a 16 KB body (older editions
+# said 10 rules); the emulator enforces 20 and 16 KB.
+MAX_CORS_RULES = 20
+MAX_CORS_BODY = 16 * 1024
+CORS_METHODS = ("GET", "PUT", "DELETE", "POST", "HEAD")
+_CORS_HEADER_FORBIDDEN = set("<>&'\"")
+
+
+def _malformed_xml():
+    return OSSError("MalformedXML", "The XML you provided was not well-formed or did not "
+                                    "validate against our published schema.")
+
+
+def _one_wildcard_match(pattern, value, ignore_case=False):
+    """``value`` matches ``pattern``, in which one "*" stands for any text."""
+    if ignore_case:
+        pattern, value = pattern.lower(), value.lower()
+    head, star, tail = pattern.partition("*")
+    if not star:
+        return value == pattern
+    return len(value) >= len(head) + len(tail) and value.startswith(head) \
+        and value.endswith(tail)
+
+
+@dataclasses.dataclass(frozen=True)
+class CorsRule:
+    """One CORSRule: AllowedOrigin and AllowedMethod (at least one each), AllowedHeader and
+    ExposeHeader (any number), MaxAgeSeconds (optional)."""
+
+    allowed_origins: tuple
+    allowed_methods: tuple
+    allowed_headers: tuple = ()
+    expose_headers: tuple = ()
+    max_age_seconds: "int | None" = None
+
+    def __post_init__(self):
+        for name in ("allowed_origins", "allowed_methods", "allowed_headers", "expose_headers"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+
+    def validate(self):
+        """The checks of PutBucketCors, as OSSError."""
+        if not self.allowed_origins or not self.allowed_methods:
+            raise _malformed_xml()
+        for method in self.allowed_methods:
+            if method not in CORS_METHODS:
+                raise _invalid_argument(f"Unsupported method {method}.", "AllowedMethod", method)
+        for origin in self.allowed_origins:
+            if origin.count("*") > 1 or not origin:
+                raise _invalid_argument("Each AllowedOrigin can contain at most one wildcard.",
+                                        "AllowedOrigin", origin)
+        for header in self.allowed_headers:
+            if header.count("*") > 1 or not header or _CORS_HEADER_FORBIDDEN & set(header):
+                raise _invalid_argument("Invalid AllowedHeader.", "AllowedHeader", header)
+        for header in self.expose_headers:
+            if not header or (_CORS_HEADER_FORBIDDEN | {"*"}) & set(header):
+                raise _invalid_argument("Invalid ExposeHeader.", "ExposeHeader", header)
+        if self.max_age_seconds is not None and (
+                isinstance(self.max_age_seconds, bool) or not isinstance(self.max_age_seconds, int)
+                or self.max_age_seconds < 0):
+            raise _invalid_argument("Invalid MaxAgeSeconds.", "MaxAgeSeconds",
+                                    str(self.max_age_seconds))
+
+    def allows_origin(self, origin):
+        return any(_one_wildcard_match(pattern, origin) for pattern in self.allowed_origins)
+
+    def allows_headers(self, names):
+        return all(any(_one_wildcard_match(pattern, name, ignore_case=True)
+                       for pattern in self.allowed_headers) for name in names)
+
+
+@dataclasses.dataclass(frozen=True)
+class CorsConfiguration:
+    rules: tuple
+    response_vary: bool = False
+
+    @classmethod
+    def make(cls, rules, response_vary=False):
+        config = cls(tuple(rules), bool(response_vary))
+        config.validate()
+        return config
+
+    def validate(self):
+        if not self.rules:
+            raise _malformed_xml()
+        if len(self.rules) > MAX_CORS_RULES:
+            raise _invalid_argument(f"The number of CORS rules exceeds {MAX_CORS_RULES}.",
+                                    "CORSRule", str(len(self.rules)))
+        for rule in self.rules:
+            rule.validate()
+
+    @classmethod
+    def parse(cls, body):
+        """A PutBucketCors body. Choice: elements the page does not name, text where a
+        container belongs, repeated MaxAgeSeconds or ResponseVary, or a MaxAgeSeconds or
+        ResponseVary that is no integer or boolean are MalformedXML."""
+        try:
+            root = ElementTree.fromstring(body)
+        except ElementTree.ParseError:
+            raise _malformed_xml() from None
+        if root.tag != "CORSConfiguration" or (root.text or "").strip():
+            raise _malformed_xml()
+        rules, vary = [], None
+        for child in root:
+            if child.tag == "ResponseVary" and vary is None and not len(child):
+                text = (child.text or "").strip()
+                if text not in ("true", "false"):
+                    raise _malformed_xml()
+                vary = text == "true"
+            elif child.tag == "CORSRule" and not (child.text or "").strip():
+                rules.append(cls._parse_rule(child))
+            else:
+                raise _malformed_xml()
+        return cls.make(rules, bool(vary))
+
+    @staticmethod
+    def _parse_rule(element):
+        values = {"AllowedOrigin": [], "AllowedMethod": [], "AllowedHeader": [],
+                  "ExposeHeader": [], "MaxAgeSeconds": []}
+        for child in element:
+            if child.tag not in values or len(child):
+                raise _malformed_xml()
+            values[child.tag].append((child.text or "").strip())
+        max_age = values["MaxAgeSeconds"]
+        if len(max_age) > 1 or (max_age and not re.fullmatch(r"[0-9]{1,9}", max_age[0])):
+            raise _malformed_xml()
+        return CorsRule(values["AllowedOrigin"], values["AllowedMethod"],
+                        values["AllowedHeader"], values["ExposeHeader"],
+                        int(max_age[0]) if max_age else None)
+
+    def to_xml(self):
+        lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<CORSConfiguration>"]
+        for rule in self.rules:
+            pairs = ([("AllowedOrigin", v) for v in rule.allowed_origins]
+                     + [("AllowedMethod", v) for v in rule.allowed_methods]
+                     + [("AllowedHeader", v) for v in rule.allowed_headers]
+                     + [("ExposeHeader", v) for v in rule.expose_headers])
+            if rule.max_age_seconds is not None:
+                pairs.append(("MaxAgeSeconds", rule.max_age_seconds))
+            lines += _xml_elements([("CORSRule", pairs)], "  ")
+        lines.append(f"  <ResponseVary>{'true' if self.response_vary else 'false'}</ResponseVary>")
+        lines.append("</CORSConfiguration>")
+        return ("\n".join(lines) + "\n").encode("utf-8")
+
+    def match(self, origin, method, request_headers=()):
+        """The first rule allowing ``origin``, ``method`` and every one of ``request_headers``
+        (PutBucketCors: "the first matching rule"), else None."""
+        for rule in self.rules:
+            if rule.allows_origin(origin) and method in rule.allowed_methods \
+                    and rule.allows_headers(request_headers):
+                return rule
+        return None
+
+
+def seeded_cors_rule(origins):
+    """The rule ``cors_origins`` stands for: those origins may GET, HEAD and POST with any
+    header, see ETag and x-oss-request-id, and cache a preflight for 600 s."""
+    return CorsRule(tuple(origins), ("GET", "HEAD", "POST"), ("*",),
+                    ("ETag", "x-oss-request-id"), 600)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1115,26 +1787,106 @@ def _header_value(name, value):
     return value
 
 
+ACLS = ("private", "public-read", "public-read-write")
+BUCKET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+ACCESS_DENIED_ACL = "You have no right to access this object because of bucket acl."
+
+
+@dataclasses.dataclass
+class BucketSpec:
+    """A bucket of the emulator: its name, its owner's AccessKey (and STS store), region, ACL,
+    CORS rules and the faults it plays.
+
+    ``cors_rules``: a list of CorsRule (an empty list: no CORS configuration); None takes
+    ``cors_origins`` instead, which seeds one rule (see seeded_cors_rule) with ResponseVary
+    true, or no configuration when empty or None. ``denied_actions``: RAM actions
+    ("oss:GetObject", "oss:GetBucketInfo", "oss:GetBucketCors", "oss:PutBucketCors",
+    "oss:DeleteBucketCors", "oss:PutObject") refused with 403 AccessDenied, either a set (for
+    every key of the owner) or a dict from AccessKey ID ("*": every key) to a set.
+    ``head_stall``: seconds HeadObject waits before it answers; ``head_fault``: a 5xx status
+    HeadObject answers (bare, as HEAD answers are). ``stalls`` and ``faults`` do the same for
+    any operation by name ("HeadObject", "GetObject", "GetBucketInfo", "GetBucketCors",
+    "PutBucketCors", "DeleteBucketCors", "PostObject").
+
+    Choice: the ACL defaults to public-read (OSS creates buckets private), so that browsers
+    and tests read uploaded objects without a signature as they always could here; with
+    "private" every object read must be signed. A PostObject is signed with a key of the
+    bucket's own owner, as before; any other key is InvalidAccessKeyId there."""
+
+    name: str
+    access_key_id: str = "ak"
+    access_key_secret: str = "sk"
+    security_token: "str | None" = None
+    region: str = "cn-hangzhou"
+    cors_origins: "tuple | None" = ("*",)
+    cors_rules: "list | None" = None
+    cors_response_vary: "bool | None" = None
+    acl: str = "public-read"
+    credential_store: object = None
+    denied_actions: object = None
+    head_stall: "float | None" = None
+    head_fault: "int | None" = None
+    stalls: "dict | None" = None
+    faults: "dict | None" = None
+    throttle: "int | None" = None
+    callback_timeout: float = CALLBACK_TIMEOUT
+
+
+def _denied_map(denied):
+    if not denied:
+        return {}
+    if isinstance(denied, dict):
+        return {key: set(actions) for key, actions in denied.items()}
+    return {"*": set(denied)}
+
+
+def _fault_error(status):
+    if status == 503:
+        return OSSError("ServiceUnavailable", "Please reduce your request rate.", status=503)
+    return OSSError("InternalError", "We encountered an internal error. Please try again.",
+                    status=status)
+
+
 class Bucket:
-    def __init__(self, root, bucket, access_key_id, access_key_secret, security_token, region,
-                 cors_origins, throttle, clock, key, callback_timeout, credential_store=None):
-        self.name = bucket
-        self.access_key_id = access_key_id
-        self.access_key_secret = access_key_secret
-        self.security_token = security_token
-        self.credential_store = credential_store
-        self.region = region
-        self.cors_origins = tuple(cors_origins)
-        self.throttle = throttle
+    def __init__(self, root, spec, clock, key, created=None):
+        if not BUCKET_NAME_RE.fullmatch(spec.name) or spec.acl not in ACLS:
+            raise ValueError(f"bad bucket name or ACL: {spec.name!r}, {spec.acl!r}")
+        self.spec = spec
+        self.name = spec.name
+        self.access_key_id = spec.access_key_id
+        self.access_key_secret = spec.access_key_secret
+        self.security_token = spec.security_token
+        self.credential_store = spec.credential_store
+        self.region = spec.region
+        self.acl = spec.acl
+        self.throttle = spec.throttle
         self.clock = clock
+        self.created = clock() if created is None else created
         self.key = key
         self.public_key_pem = key.public_key_pem()
-        self.callback_timeout = callback_timeout
+        self.callback_timeout = spec.callback_timeout
         self.store = ObjectStore(root)
         self.pub_key_url = None               # set once the server knows its port
         self.post_count = 0
         self._active = 0
         self._idle = threading.Condition()
+        self.denied_actions = _denied_map(spec.denied_actions)
+        self.stalls = dict(spec.stalls or {})
+        self.faults = dict(spec.faults or {})
+        if spec.head_stall is not None:
+            self.stalls["HeadObject"] = spec.head_stall
+        if spec.head_fault is not None:
+            self.faults["HeadObject"] = spec.head_fault
+        if spec.cors_rules is not None:
+            vary = bool(spec.cors_response_vary)
+            self.cors = CorsConfiguration.make(spec.cors_rules, vary) if spec.cors_rules else None
+        elif spec.cors_origins:
+            # Choice: the seeded rule comes with ResponseVary true, so that answers vary by
+            # Origin as they did before CORS rules were state of their own.
+            vary = True if spec.cors_response_vary is None else spec.cors_response_vary
+            self.cors = CorsConfiguration.make([seeded_cors_rule(spec.cors_origins)], vary)
+        else:
+            self.cors = None
 
     @contextlib.contextmanager
     def tracking_post(self):
@@ -1154,16 +1906,93 @@ class Bucket:
             return self._idle.wait_for(
                 lambda: self.post_count >= posts and self._active == 0, timeout)
 
-    def allow_origin(self, origin):
-        """The Access-Control-Allow-Origin value for ``origin``, or None if no rule matches.
+    # -- CORS, ACL and RAM-like denials --------------------------------------------------------
 
-        Rules hold at most one '*' wildcard (PutBucketCors). Choice: a rule that is exactly "*"
-        answers "*"; any other matching rule echoes the origin.
-        """
-        for rule in self.cors_origins:
-            if re.fullmatch(re.escape(rule).replace(r"\*", ".*"), origin):
-                return "*" if rule == "*" else origin
-        return None
+    def cors_headers(self, origin, method):
+        """The CORS headers of an answer to a request from ``origin`` with ``method``.
+
+        The first rule allowing both decides (PutBucketCors); without one, the answer carries
+        no CORS header, as OSS does for a request no rule admits (the browser then hides it).
+        Choice: a rule whose AllowedOrigin is exactly "*" answers "*", any other echoes the
+        origin. With ResponseVary true, every answer carries "Vary: Origin", and none
+        does with ResponseVary false. Error answers get CORS headers as any other."""
+        config = self.cors
+        headers = {}
+        rule = config.match(origin, method) if config and origin else None
+        if rule is not None:
+            headers["Access-Control-Allow-Origin"] = "*" if "*" in rule.allowed_origins \
+                else origin
+            headers["Access-Control-Allow-Methods"] = ", ".join(rule.allowed_methods)
+            if rule.expose_headers:
+                headers["Access-Control-Expose-Headers"] = ", ".join(rule.expose_headers)
+            if rule.max_age_seconds is not None:
+                headers["Access-Control-Max-Age"] = str(rule.max_age_seconds)
+        if config and config.response_vary:
+            headers["Vary"] = "Origin"
+        return headers
+
+    def denied(self, access_key_id):
+        return self.denied_actions.get("*", set()) | self.denied_actions.get(access_key_id, set())
+
+    def authorize(self, principal, action):
+        """Refuse ``action`` to ``principal`` (None: anonymous) with 403 AccessDenied.
+
+        Choice: the owner's keys may do everything but their denied actions; anonymous
+        requests and keys of another bucket's owner may only read objects of a public-read
+        (or public-read-write) bucket, and are refused anything else ("The bucket you access
+        does not belong to you." for a signed request). A denied action answers the message
+        and detail OSS gives for an explicit deny of a RAM policy (error page 0003-00000201)."""
+        if principal is not None and principal.owner is self:
+            if action in self.denied(principal.access_key_id):
+                raise OSSError("AccessDenied", "Access denied by bucket policy.",
+                               ec="0003-00000201", extra=[("AccessDeniedDetail", [
+                                   ("NoPermissionType", "ExplicitDeny"),
+                                   ("AuthAction", action)])])
+            return
+        if action == "oss:GetObject" and self.acl in ("public-read", "public-read-write"):
+            return
+        if principal is None:
+            if action == "oss:GetObject":
+                raise OSSError("AccessDenied", ACCESS_DENIED_ACL, ec="0003-00000001")
+            raise OSSError("AccessDenied", "AccessDenied: Anonymous access is forbidden for "
+                                           "this operation.", ec="0003-00000001")
+        raise OSSError("AccessDenied", "The bucket you access does not belong to you.",
+                       ec="0003-00000001")
+
+    def owns_key(self, access_key_id):
+        """(secret, security token) when ``access_key_id`` is this bucket owner's, else None."""
+        try:
+            return self._credentials(access_key_id)
+        except OSSError:
+            return None
+
+    # -- GetBucketInfo ---------------------------------------------------------------------------
+
+    def info_xml(self):
+        """GetBucketInfo's BucketInfo/Bucket, with the elements its page lists."""
+        owner = str(int(hashlib.sha256(self.name.encode()).hexdigest()[:15], 16))
+        pairs = [
+            ("AccessMonitor", "Disabled"),
+            ("CreationDate", _iso8601(self.created)),
+            ("ExtranetEndpoint", f"oss-{self.region}.aliyuncs.com"),
+            ("IntranetEndpoint", f"oss-{self.region}-internal.aliyuncs.com"),
+            ("Location", f"oss-{self.region}"),
+            ("StorageClass", "Standard"),
+            ("TransferAcceleration", "Disabled"),
+            ("CrossRegionReplication", "Disabled"),
+            ("Name", self.name),
+            ("ResourceGroupId", "rg-default-id"),
+            ("Owner", [("DisplayName", owner), ("ID", owner)]),
+            ("AccessControlList", [("Grant", self.acl)]),
+            ("Comment", ""),
+            ("DataRedundancyType", "LRS"),
+            ("ServerSideEncryptionRule", [("SSEAlgorithm", "None")]),
+            ("BucketPolicy", [("LogBucket", ""), ("LogPrefix", "")]),
+        ]
+        lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<BucketInfo>"]
+        lines += _xml_elements([("Bucket", pairs)], "  ")
+        lines.append("</BucketInfo>")
+        return ("\n".join(lines) + "\n").encode("utf-8")
 
     # -- signatures (V1, V4) -----------------------------------------------------------------
 
@@ -1249,22 +2078,22 @@ class Bucket:
             raise invalid_access_key_id()
         return credential.access_key_secret, credential.security_token
 
-    def _check_security_token(self, fields, expected):
-        """Spec 2/8: a temporary AK without its token is InvalidAccessKeyId.
-
-        Choice: a wrong token, or a token sent to an emulator configured without one, is
-        403 InvalidSecurityToken.
-        """
-        token = fields.get("x-oss-security-token")
-        if expected is not None and not token:
-            raise invalid_access_key_id()
-        if token is not None and (expected is None or not _same(token, expected)):
-            raise OSSError("InvalidSecurityToken", "The security token you provided is invalid.")
+    @staticmethod
+    def _check_security_token(fields, expected):
+        """Spec 2/8: a temporary AK without its token is InvalidAccessKeyId (see
+        check_security_token)."""
+        check_security_token(fields.get("x-oss-security-token"), expected)
 
     # -- the whole form, before the file's bytes ---------------------------------------------
 
     def plan_upload(self, fields, file_part):
         version = self.authenticate(fields)
+        access_key_id = (fields.get("ossaccesskeyid")
+                         or fields.get("x-oss-credential", "").split("/")[0])
+        if "oss:PutObject" in self.denied(access_key_id):
+            raise OSSError("AccessDenied", "Access denied by bucket policy.", ec="0003-00000201",
+                           extra=[("AccessDeniedDetail", [("NoPermissionType", "ExplicitDeny"),
+                                                          ("AuthAction", "oss:PutObject")])])
         policy = Policy.parse(fields["policy"])
         if version == "v4":
             required = ["x-oss-signature-version", "x-oss-credential", "x-oss-date"]
@@ -1307,8 +2136,7 @@ class Bucket:
             content_type=_header_value("Content-Type", content_type),
             status=int(status) if status in ("200", "201", "204") else 204,
             forbid_overwrite=fields.get("x-oss-forbid-overwrite", "").lower() == "true",
-            access_key_id=(fields.get("ossaccesskeyid")
-                           or fields.get("x-oss-credential", "").split("/")[0]),
+            access_key_id=access_key_id,
             custom_vars={name: value for name, value in fields.items() if name.startswith("x:")},
         )
 
@@ -1331,18 +2159,51 @@ def _new_request_id():
     return secrets.token_hex(12).upper()
 
 
+MAX_REQUEST_BODY = 64 * 1024       # bodies of calls other than PostObject (PutBucketCors)
+RESPONSE_OVERRIDES = {               # GetObject's request parameters -> response headers
+    "response-content-type": "Content-Type", "response-content-language": "Content-Language",
+    "response-expires": "Expires", "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+
+
+def _query_pairs(query):
+    """((name, value), ...) of a raw query string, percent-decoded ("+" stays "+")."""
+    pairs = []
+    for item in query.split("&"):
+        if item:
+            name, _, value = item.partition("=")
+            pairs.append((urllib.parse.unquote(name), urllib.parse.unquote(value)))
+    return tuple(pairs)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "AliyunOSS"
     sys_version = ""
     timeout = 60                    # a stalled uploader counts as disconnected after this
 
+    def parse_request(self):
+        self._bucket = None         # one handler serves every request of a connection
+        return super().parse_request()
+
     @property
     def bucket(self):
-        return self.server.bucket
+        """The bucket this request goes to (the first label of its Host header)."""
+        if self._bucket is None:
+            self._bucket = self.server.service.select(self.headers.get("Host"))
+        return self._bucket
 
     def version_string(self):
         return self.server_version
+
+    def date_time_string(self, timestamp=None):
+        """The Date header, from the emulator's clock (skewed if so configured). Choice: the
+        skew moves every time the emulator uses (Date, signature and policy checks,
+        Last-Modified, a callback's Date) together, as if OSS's own clock were off."""
+        return formatdate(self.server.service.now() if timestamp is None else timestamp,
+                          usegmt=True)
 
     def log_message(self, format, *args):
         log.info("%s %s", self.address_string(), format % args)
@@ -1355,13 +2216,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("x-oss-request-id", request_id)
         origin = self.headers.get("Origin")
-        allowed = self.bucket.allow_origin(origin) if origin and cors else None
-        # Choice: an Origin no rule admits gets a normal answer without CORS headers (the
-        # browser then hides it), as OSS does for a non-preflight request.
-        if allowed:
-            self.send_header("Access-Control-Allow-Origin", allowed)
-            self.send_header("Access-Control-Expose-Headers", "ETag, x-oss-request-id")
-            self.send_header("Vary", "Origin")
+        if cors:
+            for name, value in self.bucket.cors_headers(origin, self.command).items():
+                self.send_header(name, value)
         if status != 204:
             self.send_header("Content-Length", str(length))
         if self.close_connection:
@@ -1374,31 +2231,110 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def _send_error(self, error, request_id, cors=True):
+        """The error as XML, with x-oss-ec when the error has an EC. To a HEAD request a bare
+        status (OSS sends no body to HEAD) with Content-Length 0, x-oss-request-id and the
+        XML base64-encoded in x-oss-err (where the oss2 SDK reads a HEAD error's details)."""
+        headers = {"x-oss-ec": error.ec} if error.ec else {}
         host_id = self.headers.get("Host") or self.server.netloc
-        payload = error_xml(error.code, error.message, request_id, host_id, error.ec)
-        self._send(error.status, payload, {"Content-Type": "application/xml"}, request_id, cors)
+        payload = error_xml(error.code, error.message, request_id, host_id, error.ec,
+                            error.extra)
+        if self.command == "HEAD":
+            headers["x-oss-err"] = base64.b64encode(payload).decode("ascii")
+            return self._start(error.status, headers, request_id, 0, cors)
+        self._send(error.status, payload, {"Content-Type": "application/xml", **headers},
+                   request_id, cors)
 
-    # -- CORS preflight (PutBucketCors) -------------------------------------------------------------
+    # -- the pieces every signed call goes through ------------------------------------------
+
+    def _read_small_body(self):
+        """The request body of a call other than PostObject (at most MAX_REQUEST_BODY)."""
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            raise OSSError("MissingContentLength", "You must provide the Content-Length HTTP "
+                                                   "header.")
+        length = self.headers.get("Content-Length", "0") or "0"
+        if not re.fullmatch(r"[0-9]+", length):
+            self.close_connection = True
+            raise _invalid_argument("Invalid Content-Length.", "Content-Length", length)
+        if int(length) > MAX_REQUEST_BODY:
+            self.close_connection = True
+            raise OSSError("EntityTooLarge", "Your proposed upload exceeds the maximum allowed "
+                                             "size.")
+        try:
+            return self.rfile.read(int(length)) if int(length) else b""
+        except OSError:
+            self.close_connection = True
+            raise
+
+    def _signed_request(self, key, body=b""):
+        split = urllib.parse.urlsplit(self.path)
+        headers = {}
+        for name, value in self.headers.items():
+            name = name.lower()
+            value = value.strip()
+            headers[name] = headers[name] + "," + value if name in headers else value
+        return SignedRequest(self.command, self.bucket.name, key, _query_pairs(split.query),
+                             headers, hashlib.sha256(body).hexdigest())
+
+    def _authorize(self, operation, action, key="", body=b""):
+        """Play the operation's faults, then authenticate and authorize the request; the
+        Principal, or None for an anonymous one."""
+        bucket, service = self.bucket, self.server.service
+        stall = bucket.stalls.get(operation)
+        if stall:
+            service.stopping.wait(stall)
+        fault = bucket.faults.get(operation)
+        if fault:
+            raise _fault_error(fault)
+        principal = authenticate_request(self._signed_request(key, body), bucket,
+                                         lambda ak: service.lookup_key(ak, bucket), service.now())
+        bucket.authorize(principal, action)
+        return principal
+
+    def _object_key(self):
+        return urllib.parse.unquote(urllib.parse.urlsplit(self.path).path[1:])
+
+    def _query_names(self):
+        return {name for name, _ in _query_pairs(urllib.parse.urlsplit(self.path).query)}
+
+    # -- CORS preflight (PutBucketCors) ------------------------------------------------------
 
     def do_OPTIONS(self):
+        """A preflight is answered from the first rule allowing its Origin, its
+        Access-Control-Request-Method and every header of Access-Control-Request-Headers;
+        with no such rule 403 AccessForbidden. Choice: a preflight needs no signature and
+        ignores the ACL and denied actions (browsers send none)."""
         request_id = _new_request_id()
         origin = self.headers.get("Origin")
         method = self.headers.get("Access-Control-Request-Method", "")
-        if not origin or method not in ("GET", "HEAD", "POST") \
-                or not self.bucket.allow_origin(origin):
-            return self._send_error(OSSError(
-                "AccessForbidden", "CORSResponse: This CORS request is not allowed. This is "
-                "usually because the evalution of Origin, request method / "
-                "Access-Control-Request-Method or Access-Control-Request-Headers are not "
-                "whitelisted by the resource's CORS spec."), request_id, cors=False)
-        headers = {"Access-Control-Allow-Methods": "GET, HEAD, POST",
-                   "Access-Control-Max-Age": "600"}
-        requested = self.headers.get("Access-Control-Request-Headers")
-        if requested:                          # AllowedHeader "*": echo what was asked for
+        requested = self.headers.get("Access-Control-Request-Headers", "")
+        names = [name.strip() for name in requested.split(",") if name.strip()]
+        config = self.bucket.cors
+        rule = config.match(origin, method, names) if config and origin and method else None
+        if rule is None:
+            message = ("CORSResponse: CORS is not enabled for this bucket." if config is None
+                       else "CORSResponse: This CORS request is not allowed. This is usually "
+                       "because the evalution of Origin, request method / "
+                       "Access-Control-Request-Method or Access-Control-Request-Headers are "
+                       "not whitelisted by the resource's CORS spec.")
+            headers = {"Vary": "Origin"} if config and config.response_vary else {}
+            return self._send(403, error_xml("AccessForbidden", message, request_id,
+                                             self.headers.get("Host") or self.server.netloc),
+                              {"Content-Type": "application/xml", **headers}, request_id,
+                              cors=False)
+        headers = {"Access-Control-Allow-Origin": "*" if "*" in rule.allowed_origins else origin,
+                   "Access-Control-Allow-Methods": ", ".join(rule.allowed_methods)}
+        if requested:                          # the requested headers, as they were asked for
             headers["Access-Control-Allow-Headers"] = _header_value("headers", requested)
-        self._send(200, b"", headers, request_id)
+        if rule.expose_headers:
+            headers["Access-Control-Expose-Headers"] = ", ".join(rule.expose_headers)
+        if rule.max_age_seconds is not None:
+            headers["Access-Control-Max-Age"] = str(rule.max_age_seconds)
+        if config.response_vary:
+            headers["Vary"] = "Origin"
+        self._send(200, b"", headers, request_id, cors=False)
 
-    # -- GetObject and the callback public key -----------------------------------------------
+    # -- GetObject, HeadObject, the bucket calls and the callback public key -----------------
 
     def do_GET(self):
         request_id = _new_request_id()
@@ -1406,25 +2342,122 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path == PUB_KEY_PATH:
             return self._send(200, self.bucket.public_key_pem,
                               {"Content-Type": "application/x-pem-file"}, request_id)
-        key = urllib.parse.unquote(path[1:])
-        if not key:
-            return self._send_error(OSSError(
-                "NotImplemented", "The OSS emulator does not implement ListObjects."), request_id)
-        opened = self.bucket.store.open(key)
+        try:
+            self._read_small_body()
+            if path == "/":
+                return self._bucket_get(request_id)
+            self._get_object(request_id)
+        except OSSError as error:
+            log.info("%s %s %s refused: %s", self.command, self.path, request_id, error)
+            self._send_error(error, request_id)
+
+    do_HEAD = do_GET
+
+    def _bucket_get(self, request_id):
+        names = self._query_names()
+        if self.command == "GET" and "bucketInfo" in names:
+            self._authorize("GetBucketInfo", "oss:GetBucketInfo")
+            return self._send(200, self.bucket.info_xml(), {"Content-Type": "application/xml"},
+                              request_id)
+        if self.command == "GET" and "cors" in names:
+            self._authorize("GetBucketCors", "oss:GetBucketCors")
+            config = self.bucket.cors
+            if config is None:
+                raise OSSError("NoSuchCORSConfiguration", "The CORS configuration does not "
+                                                          "exist.", ec="0023-00000001")
+            return self._send(200, config.to_xml(), {"Content-Type": "application/xml"},
+                              request_id)
+        raise OSSError("NotImplemented", "The OSS emulator does not implement ListObjects.")
+
+    def _get_object(self, request_id):
+        """GetObject / HeadObject: the object with its metadata, Content-MD5, ETag and
+        x-oss-hash-crc64ecma. A missing key is 404 NoSuchKey (bare to HEAD).
+
+        The CRC-64 is computed as an object is stored; an object stored without one (by an
+        older emulator) gets it when first served."""
+        operation = "HeadObject" if self.command == "HEAD" else "GetObject"
+        key = self._object_key()
+        principal = self._authorize(operation, "oss:GetObject", key)
+        bucket = self.bucket
+        opened = bucket.store.open(key) if key and not key.startswith(RESERVED_PREFIX) else None
         if opened is None:
-            return self._send_error(OSSError("NoSuchKey", "The specified key does not exist."),
-                                    request_id)
+            raise OSSError("NoSuchKey", "The specified key does not exist.", ec="0026-00000001")
         f, meta = opened
         with f:
+            crc = meta.get("crc64")
+            if crc is None:
+                crc = Crc64()
+                for block in iter(lambda: f.read(CHUNK), b""):
+                    crc.update(block)
+                crc = str(crc.value())
+                f.seek(0)
+                bucket.store.update_meta(key, meta["etag"], {"crc64": crc})
             headers = {"Content-Type": meta["content_type"], "ETag": f'"{meta["etag"]}"',
                        "Last-Modified": formatdate(meta["last_modified"], usegmt=True),
+                       "Content-MD5": base64.b64encode(bytes.fromhex(meta["etag"])).decode(),
+                       "Accept-Ranges": "bytes", "x-oss-object-type": "Normal",
+                       "x-oss-storage-class": "Standard", "x-oss-hash-crc64ecma": crc,
                        **meta["headers"], **meta["meta"]}
+            if principal is not None:
+                headers.update(self._response_overrides())
             self._start(200, headers, request_id, meta["size"])
             if self.command != "HEAD":
                 for block in iter(lambda: f.read(CHUNK), b""):
                     self.wfile.write(block)
 
-    do_HEAD = do_GET
+    def _response_overrides(self):
+        """GetObject's response-* parameters: the response headers they set.
+
+        Choice: honoured on signed requests only (a presigned download link names its
+        Content-Disposition this way); an anonymous request's are ignored. A value is sent
+        as its UTF-8 bytes."""
+        overrides = {}
+        for name, value in _query_pairs(urllib.parse.urlsplit(self.path).query):
+            header = RESPONSE_OVERRIDES.get(name)
+            if header and value:
+                overrides[header] = _header_value(name, value).encode("utf-8").decode("latin-1")
+        return overrides
+
+    # -- PutBucketCors, DeleteBucketCors -------------------------------------------------------
+
+    def do_PUT(self):
+        request_id = _new_request_id()
+        try:
+            body = self._read_small_body()
+            if urllib.parse.urlsplit(self.path).path != "/" or "cors" not in self._query_names():
+                raise OSSError("NotImplemented", "The OSS emulator implements no PUT but "
+                                                 "PutBucketCors.")
+            self._put_bucket_cors(body)
+            self._send(200, b"", {}, request_id)
+        except OSSError as error:
+            log.info("PUT %s %s refused: %s", self.path, request_id, error)
+            self._send_error(error, request_id)
+
+    def _put_bucket_cors(self, body):
+        """PutBucketCors replaces the whole configuration. Choice: Content-MD5 is optional,
+        but checked when sent (InvalidDigest); a body over 16 KB is 400 EntityTooLarge."""
+        self._authorize("PutBucketCors", "oss:PutBucketCors", body=body)
+        digest = self.headers.get("Content-MD5")
+        if digest is not None and not _same(
+                digest.strip(), base64.b64encode(hashlib.md5(body).digest()).decode()):
+            raise OSSError("InvalidDigest", "The Content-MD5 you specified was invalid.")
+        if len(body) > MAX_CORS_BODY:
+            raise OSSError("EntityTooLarge", "The CORS configuration exceeds 16 KB.")
+        self.bucket.cors = CorsConfiguration.parse(body)
+
+    def do_DELETE(self):
+        request_id = _new_request_id()
+        try:
+            self._read_small_body()
+            if urllib.parse.urlsplit(self.path).path != "/" or "cors" not in self._query_names():
+                raise OSSError("NotImplemented", "The OSS emulator implements no DELETE but "
+                                                 "DeleteBucketCors.")
+            self._authorize("DeleteBucketCors", "oss:DeleteBucketCors")
+            self.bucket.cors = None
+            self._send(204, b"", {}, request_id)
+        except OSSError as error:
+            log.info("DELETE %s %s refused: %s", self.path, request_id, error)
+            self._send_error(error, request_id)
 
     # -- PostObject (PostObject) -----------------------------------------------------------------
 
@@ -1434,6 +2467,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return self._send_error(OSSError("MethodNotAllowed", "The specified method is not "
                                              "allowed against this resource."), request_id)
+        stall = self.bucket.stalls.get("PostObject")
+        if stall:
+            self.server.service.stopping.wait(stall)
+        fault = self.bucket.faults.get("PostObject")
+        if fault:
+            self.close_connection = True
+            return self._send_error(_fault_error(fault), request_id)
         with self.bucket.tracking_post():
             self._post_object(request_id)
 
@@ -1467,9 +2507,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         reader = MultipartReader(body, boundary_from_content_type(self.headers["Content-Type"]))
         fields, file_part = self._read_fields(reader)
         plan = bucket.plan_upload(fields, file_part)
-        need_crc = plan.callback is not None and plan.callback.needs("crc64")
         with bucket.store.staging() as staged:
-            md5, size, crc = hashlib.md5(), 0, 0
+            md5, size, crc = hashlib.md5(), 0, Crc64()
             limit = plan.policy.max_size()
             for chunk in reader.read_part():
                 size += len(chunk)
@@ -1478,18 +2517,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     raise OSSError("InvalidArgument", "Post body size must be less than 5G.")
                 staged.file.write(chunk)
                 md5.update(chunk)
-                if need_crc:
-                    crc = crc64_update(crc, chunk)
+                crc.update(chunk)
             self._skip_trailing_parts(reader, request_id)
             body.drain()                       # the epilogue, if any
             plan.policy.check_size(size)
             staged.file.flush()
             image = image_info(staged.path) if plan.callback else None
             etag = md5.hexdigest().upper()
-            bucket.store.commit(staged, plan.key, {
-                "key": plan.key, "size": size, "etag": etag, "content_type": plan.content_type,
-                "last_modified": time.time(), "headers": plan.headers, "meta": plan.meta,
-            }, plan.forbid_overwrite)
+            meta = {"key": plan.key, "size": size, "etag": etag,
+                    "content_type": plan.content_type, "last_modified": bucket.clock(),
+                    "headers": plan.headers, "meta": plan.meta, "crc64": str(crc.value())}
+            bucket.store.commit(staged, plan.key, meta, plan.forbid_overwrite)
         log.info("PostObject %s stored %r (%d bytes, %s)", request_id, plan.key, size,
                  plan.content_type)
         headers = {"ETag": f'"{etag}"'}
@@ -1504,12 +2542,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 "vpcId": "", "clientIp": self.client_address[0], "reqId": request_id,
                 "operation": "PostObject", **plan.custom_vars,
             }
-            if need_crc:
-                variables["crc64"] = str(crc)
+            variables["crc64"] = meta["crc64"]
             result = deliver_callback(
                 plan.callback, plan.callback.render(variables), bucket.key, bucket.pub_key_url,
                 {"x-oss-bucket": bucket.name, "x-oss-request-id": request_id,
-                 "x-oss-requester": plan.access_key_id}, bucket.callback_timeout)
+                 "x-oss-requester": plan.access_key_id,
+                 "Date": formatdate(bucket.clock(), usegmt=True)}, bucket.callback_timeout)
             if result.ok:
                 return 200, {**headers, "Content-Type": JSON_TYPE}, result.detail
             host_id = self.headers.get("Host") or self.server.netloc
@@ -1599,20 +2637,81 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
             log.exception("error while serving %s", client_address[0])
 
 
+class Service:
+    """What all buckets of one emulator share: the clock (and its skew), the bucket list."""
+
+    def __init__(self, clock, clock_skew):
+        self.clock = clock
+        self.clock_skew = clock_skew
+        self.default = None
+        self.buckets = {}
+        self.stopping = threading.Event()
+
+    def add(self, bucket):
+        """Add ``bucket``; the first one added is the default bucket."""
+        if bucket.name in self.buckets:
+            raise ValueError(f"two buckets named {bucket.name!r}")
+        self.buckets[bucket.name] = bucket
+        self.default = self.default or bucket
+        return bucket
+
+    def now(self):
+        return self.clock() + self.clock_skew
+
+    def select(self, host):
+        """The bucket named by the first label of ``host`` (virtual-hosted style,
+        "bucket.127.0.0.1:9000"), else the default bucket."""
+        name = (host or "").strip().lower()
+        if not name.startswith("["):
+            name = name.split(":", 1)[0].split(".", 1)[0]
+        return self.buckets.get(name, self.default)
+
+    def lookup_key(self, access_key_id, bucket):
+        """(secret, security token, owner bucket) of a key of any bucket's owner, the bucket
+        asked first; else InvalidAccessKeyId."""
+        for candidate in [bucket] + [b for b in self.buckets.values() if b is not bucket]:
+            found = candidate.owns_key(access_key_id)
+            if found is not None:
+                return found[0], found[1], candidate
+        raise invalid_access_key_id()
+
+
+class PostReply(typing.NamedTuple):
+    status: int
+    headers: dict
+    body: bytes
+
+
 class EmulatorServer:
     """The emulator as a server in a background thread (see the module docstring).
 
-    ``credential_store`` (a ``tests.cloud_emulators.CredentialStore``): its keys are accepted
-    too, each with its own secret and security token, while the store holds them valid."""
+    The default bucket is described by the keyword arguments, each one as in BucketSpec
+    (``bucket`` is its name); ``extra_buckets`` adds BucketSpecs of further buckets, reached
+    through the first label of the Host header. ``credential_store`` (a
+    ``tests.cloud_emulators.CredentialStore``): its keys are accepted too, each with its own
+    secret and security token, while the store holds them valid. ``clock`` is the emulator's
+    time source and ``clock_skew`` seconds are added to it (Date headers, signature and policy
+    checks)."""
 
     def __init__(self, root, bucket="examplebucket", access_key_id="ak", access_key_secret="sk",
                  security_token=None, region="cn-hangzhou", cors_origins=("*",), throttle=None,
                  host="127.0.0.1", port=0, clock=time.time, key_path=DEFAULT_KEY_PATH,
-                 callback_timeout=CALLBACK_TIMEOUT, credential_store=None):
+                 callback_timeout=CALLBACK_TIMEOUT, credential_store=None, *,
+                 acl="public-read", cors_rules=None, cors_response_vary=None,
+                 denied_actions=None, head_stall=None, head_fault=None, stalls=None,
+                 faults=None, clock_skew=0, extra_buckets=()):
         key = RSAPrivateKey.from_pem(pathlib.Path(key_path).read_bytes())
-        self.bucket = Bucket(root, bucket, access_key_id, access_key_secret, security_token,
-                             region, cors_origins, throttle, clock, key, callback_timeout,
-                             credential_store)
+        self.root = pathlib.Path(root)
+        spec = BucketSpec(bucket, access_key_id, access_key_secret, security_token, region,
+                          cors_origins, cors_rules, cors_response_vary, acl, credential_store,
+                          denied_actions, head_stall, head_fault, stalls, faults, throttle,
+                          callback_timeout)
+        self.service = Service(clock, clock_skew)
+        now = self.service.now()
+        self.bucket = self.service.add(Bucket(root, spec, self.service.now, key, created=now))
+        for extra in extra_buckets:
+            self.service.add(Bucket(self.root / "buckets" / extra.name, extra, self.service.now,
+                                    key, created=now))
         self._address = (host, port)
         self._httpd = None
         self._thread = None
@@ -1622,14 +2721,16 @@ class EmulatorServer:
         host, port = self._httpd.server_address[:2]
         self._httpd.netloc = f"{host}:{port}"
         self._httpd.url = f"http://{host}:{port}"
-        self._httpd.bucket = self.bucket
-        self.bucket.pub_key_url = self.url + PUB_KEY_PATH
+        self._httpd.service = self.service
+        for bucket in self.service.buckets.values():
+            bucket.pub_key_url = self.url + PUB_KEY_PATH
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         name="oss-emulator", daemon=True)
         self._thread.start()
         return self
 
     def stop(self):
+        self.service.stopping.set()           # stalled answers give up at once
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
@@ -1643,6 +2744,10 @@ class EmulatorServer:
     @property
     def url(self):
         return self._httpd.url
+
+    @property
+    def netloc(self):
+        return self._httpd.netloc
 
     @property
     def pub_key_url(self):
@@ -1660,23 +2765,158 @@ class EmulatorServer:
     def post_count(self):
         return self.bucket.post_count
 
-    def object_path(self, key):
-        return self.bucket.store.object_path(key)
+    # -- buckets -------------------------------------------------------------------------------
 
-    def staging_files(self):
+    def get_bucket(self, name=None):
+        """The Bucket named ``name`` (None: the default bucket); KeyError if there is none."""
+        return self.bucket if name is None else self.service.buckets[name]
+
+    def host_header(self, bucket=None):
+        """The Host header that addresses ``bucket`` (virtual-hosted style:
+        "name.127.0.0.1:port"; the plain netloc for the default bucket)."""
+        if bucket is None or bucket == self.bucket.name:
+            return self.netloc
+        self.get_bucket(bucket)
+        return f"{bucket}.{self.netloc}"
+
+    @property
+    def clock_skew(self):
+        return self.service.clock_skew
+
+    @clock_skew.setter
+    def clock_skew(self, seconds):
+        self.service.clock_skew = seconds
+
+    def now(self):
+        """The emulator's time (its clock plus the skew)."""
+        return self.service.now()
+
+    @property
+    def cors_rules(self):
+        """The default bucket's CORS rules (a list of CorsRule; empty: no configuration)."""
+        return self.get_cors_rules()
+
+    def get_cors_rules(self, bucket=None):
+        config = self.get_bucket(bucket).cors
+        return list(config.rules) if config else []
+
+    def get_cors_response_vary(self, bucket=None):
+        config = self.get_bucket(bucket).cors
+        return config.response_vary if config else None
+
+    def set_cors_rules(self, rules, response_vary=False, bucket=None):
+        """Replace the bucket's CORS configuration, as PutBucketCors would; an empty list
+        removes it (DeleteBucketCors)."""
+        target = self.get_bucket(bucket)
+        target.cors = CorsConfiguration.make(rules, response_vary) if rules else None
+
+    def set_denied_actions(self, actions, access_key_id="*", bucket=None):
+        """Refuse ``actions`` (a set of RAM actions) to ``access_key_id`` ("*": every key)."""
+        self.get_bucket(bucket).denied_actions[access_key_id] = set(actions)
+
+    def set_stall(self, operation, seconds, bucket=None):
+        """Make ``operation`` ("HeadObject", ...) wait ``seconds`` before answering (None:
+        no stall)."""
+        stalls = self.get_bucket(bucket).stalls
+        if seconds is None:
+            stalls.pop(operation, None)
+        else:
+            stalls[operation] = seconds
+
+    def set_fault(self, operation, status, bucket=None):
+        """Make ``operation`` answer ``status`` (a 5xx; None: answer normally)."""
+        faults = self.get_bucket(bucket).faults
+        if status is None:
+            faults.pop(operation, None)
+        else:
+            faults[operation] = status
+
+    # -- objects -------------------------------------------------------------------------------
+
+    def object_path(self, key, bucket=None):
+        return self.get_bucket(bucket).store.object_path(key)
+
+    def staging_files(self, bucket=None):
         """Temporary files of uploads in progress (empty when nothing is being received)."""
-        return self.bucket.store.staging_files()
+        return self.get_bucket(bucket).store.staging_files()
 
-    def wait_idle(self, timeout=5.0, posts=0):
+    def put_object(self, key, data, content_type=None, *, bucket=None, headers=None, meta=None):
+        """Store ``data`` under ``key`` directly (no request), as a PutObject would; returns
+        its ETag (upper-case hex MD5). ``headers``: stored object headers (Cache-Control,
+        Content-Disposition, Content-Encoding, Expires); ``meta``: x-oss-meta-* headers."""
+        validate_key(key)
+        target = self.get_bucket(bucket)
+        data = bytes(data)
+        etag = hashlib.md5(data).hexdigest().upper()
+        with target.store.staging() as staged:
+            staged.file.write(data)
+            target.store.commit(staged, key, {
+                "key": key, "size": len(data), "etag": etag,
+                "content_type": content_type or mimetypes.guess_type(key)[0]
+                or "application/octet-stream",
+                "last_modified": self.now(), "headers": dict(headers or {}),
+                "meta": dict(meta or {}), "crc64": str(crc64_update(0, data))}, False)
+        return etag
+
+    def get_object(self, key, bucket=None):
+        """The stored bytes of ``key``, or None."""
+        opened = self.get_bucket(bucket).store.open(key)
+        if opened is None:
+            return None
+        with opened[0] as f:
+            return f.read()
+
+    def post_object(self, key, data=b"", *, bucket=None, content_type="application/octet-stream",
+                    callback=None, callback_var=None, fields=(), filename="upload.bin",
+                    success_action_status="200", timeout=30):
+        """A PostObject to ``bucket`` (None: the default one) over HTTP, signed (V1) with that
+        bucket owner's key, as a browser holding a token of that owner would send it; a
+        PostReply. ``callback``: a dict (callbackUrl, callbackBody, ...) or its base64 text,
+        e.g. to play an attacker's bucket calling back into an app server;
+        ``callback_var``: {"x:name": value} fields; ``fields``: more (name, value) pairs."""
+        target = self.get_bucket(bucket)
+        policy = base64.b64encode(json.dumps({
+            "expiration": _iso8601(self.now() + 600),
+            "conditions": [["content-length-range", 0, MAX_OBJECT_SIZE]]}).encode()).decode()
+        form = [("key", key), ("policy", policy), ("OSSAccessKeyId", target.access_key_id),
+                ("Signature", sign_v1(target.access_key_secret, policy)),
+                ("success_action_status", success_action_status)]
+        if target.security_token:
+            form.append(("x-oss-security-token", target.security_token))
+        if callback is not None:
+            if isinstance(callback, dict):
+                callback = base64.b64encode(json.dumps(callback).encode()).decode()
+            form.append(("callback", callback))
+        form += list((callback_var or {}).items()) + list(fields)
+        boundary = "----oss-emulator-" + secrets.token_hex(8)
+        body = b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            + value.encode() + b"\r\n" for name, value in form)
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                 f'filename="{filename}"\r\nContent-Type: {content_type}\r\n\r\n').encode()
+        body += bytes(data) + f"\r\n--{boundary}--\r\n".encode()
+        host, port = self._httpd.server_address[:2]
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            conn.request("POST", "/", body, {
+                "Host": self.host_header(target.name),
+                "Content-Type": f"multipart/form-data; boundary={boundary}"})
+            response = conn.getresponse()
+            return PostReply(response.status, dict(response.getheaders()), response.read())
+        finally:
+            conn.close()
+
+    def wait_idle(self, timeout=5.0, posts=0, bucket=None):
         """Wait until at least ``posts`` PostObject requests have arrived and none is still
         being handled; False on timeout. After an aborted upload the client cannot know
         when the emulator has even seen the request, hence ``posts``."""
-        return self.bucket.wait_idle(timeout, posts)
+        return self.get_bucket(bucket).wait_idle(timeout, posts)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tests.oss_emulator",
-                                     description="Local OSS emulator: PostObject + callback.")
+                                     description="Local OSS emulator: PostObject + callback, "
+                                                 "signed reads, bucket info and CORS.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--root", required=True, help="directory for stored objects")
@@ -1687,16 +2927,40 @@ def main(argv=None):
     parser.add_argument("--region", default="cn-hangzhou")
     parser.add_argument("--cors-origin", action="append", dest="cors_origins",
                         help="allowed CORS origin, may repeat (default: *)")
+    parser.add_argument("--no-cors", action="store_true",
+                        help="start without a CORS configuration (NoSuchCORSConfiguration)")
+    parser.add_argument("--acl", choices=ACLS, default="public-read",
+                        help="bucket ACL; private needs signed object reads")
+    parser.add_argument("--clock-skew", type=float, default=0, metavar="SECONDS",
+                        help="seconds added to the emulator's clock (Date headers, checks)")
+    parser.add_argument("--deny", action="append", default=[], metavar="ACTION",
+                        help="RAM action refused to every key, e.g. oss:GetBucketInfo; may repeat")
+    parser.add_argument("--head-stall", type=float, metavar="SECONDS",
+                        help="HeadObject waits this long before answering")
+    parser.add_argument("--head-fault", type=int, metavar="STATUS",
+                        help="HeadObject answers this 5xx status")
+    parser.add_argument("--extra-bucket", action="append", default=[],
+                        metavar="NAME:ID:SECRET[:REGION]",
+                        help="a further bucket with its own key, addressed as NAME.<host>:<port>")
     parser.add_argument("--throttle", type=int, metavar="BYTES_PER_S",
                         help="slow down reading of upload bodies")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
+    extra = []
+    for text in args.extra_bucket:
+        parts = text.split(":")
+        if len(parts) not in (3, 4) or not all(parts):
+            parser.error(f"--extra-bucket {text!r}: expected NAME:ID:SECRET[:REGION]")
+        extra.append(BucketSpec(parts[0], parts[1], parts[2],
+                                region=parts[3] if len(parts) == 4 else args.region))
     emulator = EmulatorServer(
         root=args.root, bucket=args.bucket, access_key_id=args.access_key_id,
         access_key_secret=args.access_key_secret, security_token=args.security_token,
-        region=args.region, cors_origins=args.cors_origins or ("*",), throttle=args.throttle,
-        host=args.host, port=args.port)
+        region=args.region, cors_origins=None if args.no_cors else (args.cors_origins or ("*",)),
+        throttle=args.throttle, host=args.host, port=args.port, acl=args.acl,
+        clock_skew=args.clock_skew, denied_actions=set(args.deny) or None,
+        head_stall=args.head_stall, head_fault=args.head_fault, extra_buckets=extra)
     # A signal may land on any thread, and Python runs handlers only in the main thread once
     # it is back in the interpreter loop: the main thread waits on the wakeup fd, which the
     # C-level handler writes in whichever thread received the signal. The handler itself only
