@@ -1118,7 +1118,8 @@ def fetch(scheme: str, host: str, port: int, target: str, *, method: str = "GET"
         connection.request(method, target, body=body, headers=dict(headers or {}))
         response = connection.getresponse()
         declared = response.getheader("Content-Length")
-        if declared and declared.isdigit() and int(declared) > max_bytes:
+        # A HEAD answer's Content-Length is the object's size; no body follows.
+        if method != "HEAD" and declared and declared.isdigit() and int(declared) > max_bytes:
             raise FetchFailed("response larger than %d bytes" % max_bytes)
         chunks, size = [], 0
         while method != "HEAD":
@@ -2815,7 +2816,8 @@ def confirm_upload(config: Config, credentials: Credentials, upload: dict, *,
                                 "HEAD %s: %s" % (printable(key), exc)) from None
     if answer.status == 404:  # a missing key is a 404 to a caller that may read objects
         raise CallbackRejected("callback object is not in our bucket",
-                               "HEAD %s: 404 %s" % (printable(key), answer.code))
+                               "object %s is not in our bucket (HEAD: 404 %s)"
+                               % (printable(key), answer.code))
     if answer.status != 200:
         raise UploadUnconfirmed("upload not confirmed: OSS refused to answer",
                                 "HEAD %s: HTTP %d %s" % (printable(key), answer.status,
