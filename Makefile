@@ -14,7 +14,7 @@ VENV_PYTHON = $(VENV)/bin/python
 PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print(sys.version.split()[0])' 2>/dev/null)
 VENV_STAMP = $(VENV)/.installed-$(PYTHON_VERSION)
 
-.PHONY: run demo test lint bench venv install-check fresh-clone clean
+.PHONY: run demo test lint bench venv install-check fresh-clone clean screenshot
 
 run:
 	$(PYTHON) appserver.py 127.0.0.1 $(APP_PORT)
@@ -42,6 +42,12 @@ $(VENV_STAMP): pyproject.toml
 
 bench:
 	$(PYTHON) tests/bench.py
+
+# The README's picture: the browser test that writes tests/artifacts/screenshot.png, then a copy
+# into static/.readme/, a dot-folder that the app server never serves.
+screenshot: venv
+	$(VENV_PYTHON) -m unittest tests.test_browser.BrowserUploadTest.test_two_files_through_the_input_show_callback_json
+	cp tests/artifacts/screenshot.png static/.readme/screenshot.png
 
 # `pip install .` of this tree into a new venv serves /index.html and /upload.js.
 install-check:

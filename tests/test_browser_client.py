@@ -7,6 +7,7 @@ tests/browser_support.py for how Chromium is found and what a missing one means.
 
 import json
 import unittest
+import urllib.error
 import urllib.request
 
 from tests import support
@@ -213,6 +214,15 @@ class OssUploadCoreTest(BrowserCase):
             self.assertTrue(response.headers["Content-Type"].startswith("text/javascript"))
 
     # ------------------------------------------------------------------ the page
+
+    def test_the_readme_screenshot_is_not_served(self):
+        self.assertTrue((STATIC / ".readme" / "screenshot.png").is_file())
+        self.assertFalse((STATIC / "screenshot.png").exists())
+        for path in ("/screenshot.png", "/.readme/screenshot.png", "/.readme/"):
+            with self.assertRaises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(self.app_v1 + path, timeout=10)
+            self.assertEqual(caught.exception.code, 404, path)
+            caught.exception.close()
 
     def test_page_at_390px_has_no_horizontal_overflow(self):
         page = self.open_page(self.app_types + "/index.html", viewport={"width": 390, "height": 844})
