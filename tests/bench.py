@@ -489,6 +489,93 @@ def microbenchmarks(private_2048, tmp):
     return rows, pow_seconds
 
 
+def interleaved_per_op_seconds(statements, repeat=9):
+    """Best-of timings of several statements, interleaved so all see the same machine load."""
+    timers = [timeit.Timer(s) for s in statements]
+    number = max(3, min(timer.autorange()[0] for timer in timers))
+    best = [float("inf")] * len(timers)
+    for _ in range(repeat):
+        for index, timer in enumerate(timers):
+            best[index] = min(best[index], timer.timeit(number) / number)
+    return best
+
+
+def confirmation_costs(private_2048, tmp):
+    """(rows, (callback without confirmation, with it, a bare signed HEAD) in seconds): a
+    2048-bit callback through App.handle, with upload confirmation off and on against the OSS
+    emulator on loopback, and the HEAD round trip alone."""
+    if not hasattr(appserver, "confirm_upload"):
+        return [], None
+    import multiprocessing
+    key, size = "user-dir-prefix/photo.jpg", 123456
+    # The emulator runs in a process of its own, as OSS would: in this one it would compete
+    # with the measured code for the GIL.
+    ready = multiprocessing.get_context("fork").Queue()
+    emulator = multiprocessing.get_context("fork").Process(
+        target=serve_emulator, args=(os.path.join(tmp, "bucket"), key, size, ready), daemon=True)
+    emulator.start()
+    try:
+        emu_url = ready.get(timeout=30)
+        url = "http://127.0.0.1:1/bench_2048.pem"
+        message = appserver.callback_string_to_sign(TARGET_2048, BODY_2048.encode())
+        headers = {"authorization": [base64.b64encode(sign_md5(private_2048, message)).decode()],
+                   "x-oss-pub-key-url": [base64.b64encode(url.encode()).decode()],
+                   "content-type": ["application/x-www-form-urlencoded"]}
+        apps = []
+        for confirm in ("0", "1"):
+            config = appserver.Config(
+                access_key_id="LTAI-bench", access_key_secret="s", host=emu_url,
+                bucket="examplebucket", region="cn-hangzhou", callback_binding=False,
+                callback_url="http://127.0.0.1:8080/callback", confirm_uploads=confirm,
+                pub_key_url_prefixes=("http://127.0.0.1:1/",))
+            keys = appserver.PublicKeyCache(embedded={url: appserver.PublicKey(*private_2048[:2])})
+            apps.append(appserver.App(config, key_cache=keys))
+        body = BODY_2048.encode()
+
+        def callback(app):
+            return lambda: app.handle("POST", TARGET_2048, headers, len(body), lambda n: body)
+
+        for app in apps:
+            response = callback(app)()
+            assert response.status == 200, response.body
+        credentials = appserver.Credentials("LTAI-bench", "s")
+
+        def head():
+            answer = appserver.oss_request(apps[1].config, credentials, "HEAD", key, timeout=5)
+            assert answer.status == 200, answer.status
+
+        off, on, alone = interleaved_per_op_seconds([callback(apps[0]), callback(apps[1]), head])
+    finally:
+        emulator.terminate()
+        emulator.join()
+    rows = [("2048-bit callback, confirmation on vs off (HEAD to the emulator), in-process",
+             "–", rate(1 / on), rate(1 / off), "%.2f" % (off / on), micros(on), micros(off),
+             "–", "–", "–", "–", "–"),
+            ("signed HEAD to the emulator on loopback, alone, in-process", "–",
+             rate(1 / alone), "–", "–", micros(alone), "–", "–", "–", "–", "–", "–")]
+    return rows, (off, on, alone)
+
+
+def serve_emulator(root, key, size, ready):
+    from tests.oss_emulator import EmulatorServer
+    emu = EmulatorServer(root, bucket="examplebucket", access_key_id="LTAI-bench",
+                         access_key_secret="s").start()
+    emu.put_object(key, b"\0" * size, "image/jpeg")
+    ready.put(emu.url)
+    threading.Event().wait()
+
+
+def print_confirmation(costs):
+    """The confirmation target: what it adds to a callback is the HEAD round trip, no more."""
+    off, on, alone = costs
+    ok = on - off <= 1.2 * alone
+    print("- %s upload confirmation adds %.1f µs per callback (on %.1f µs − off %.1f µs) <= "
+          "1.2 × the HEAD round trip alone, %.1f µs = %.1f µs" % (
+              "PASS" if ok else "MISS", (on - off) * 1e6, on * 1e6, off * 1e6, alone * 1e6,
+              1.2 * alone * 1e6))
+    return ok
+
+
 def cpu_pair(app, base):
     if app.get("cpu_us") is None or base.get("cpu_us") is None:
         return "–"
@@ -842,6 +929,9 @@ def main(argv=None):
     if pinned and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {server_pin})  # time the in-process rows on the server's CPU
     micro_rows, pow_seconds = ([], {}) if args.no_micro else microbenchmarks(private_2048, tmp)
+    confirmation_rows, confirmation = ([], None) if args.no_micro else confirmation_costs(
+        private_2048, tmp)
+    micro_rows += confirmation_rows
     # An appserver.py from before token authorization (--module-dir) has nothing to compare.
     has_auth = "token_auth" in {field.name for field in dataclasses.fields(appserver.Config)}
     auth = None if args.no_auth_row or not has_auth else measure_token_auth(
@@ -851,6 +941,8 @@ def main(argv=None):
     met, total = print_targets(workloads, levels, rows, pow_seconds)
     if auth is not None:
         met, total = met + print_token_auth(*auth), total + 1
+    if confirmation is not None:
+        met, total = met + print_confirmation(confirmation), total + 1
     print("- key fetches by the app server: %d (the cache was warmed before measuring)"
           % fetches_after)
     if not args.no_access_log:
