@@ -20,6 +20,7 @@ RECIPE_PAGES = {
     "uppy5": "recipe-uppy5.html",
     "uppy6": "recipe-uppy6.html",
     "plupload": "recipe-plupload.html",
+    "uppy5-default": "uppy5-default.html",
 }
 # Uppy's aws-s3 logs an error when the bucket does not expose Location (OSS answers a POST
 # with a body, not a Location); Chromium logs a failed request's status as an error.
@@ -82,6 +83,16 @@ class RecipeTest(BrowserCase):
 
     def test_b_uppy5_aws_s3_203(self):
         self.callback_fails("uppy5")
+
+    def test_b_uppy5_own_uploader_takes_a_203_for_a_success(self):
+        # Why recipe (b) brings its own uploadPartBytes.
+        with self.assertLogs("appserver", "WARNING"):
+            result, error = self.run_recipe("uppy5-default", self.app_reject,
+                                            self.write_file("default-203.txt", b"203\n"))
+        self.assertEqual(error, "")
+        response = json.loads(result)
+        self.assertEqual(response["status"], 200)            # Uppy's, not OSS's 203
+        self.assertNotIn("CallbackFailed", result)           # the body is gone
 
     def test_c_uppy6_xhr_upload(self):
         self.success("uppy6")
