@@ -637,9 +637,12 @@
   var lastStatus = '';
   var lastTotal = '';
 
-  // One line across every file that is (or was) on its way: bytes sent of bytes to send.
+  // One line across the files on their way or uploaded: bytes sent of bytes to send. Files
+  // that failed or were cancelled leave the sum (their rows say so), so it can reach 100%.
+  var COUNTED = ['queued', 'uploading', 'done', 'callback-failed'];
+
   function refreshTotal() {
-    var counted = items.filter(function (it) { return it.state !== 'refused' && it.state !== 'ready'; });
+    var counted = items.filter(function (it) { return COUNTED.indexOf(it.state) !== -1; });
     els.total.hidden = counted.length === 0;
     if (counted.length === 0) { return; }
     var total = 0;
@@ -649,10 +652,10 @@
       sent += it.state === 'done' || it.state === 'callback-failed' ? it.file.size : Math.min(it.loaded, it.file.size);
     });
     var pct = total > 0 ? Math.floor(sent * 100 / total) : 100;
-    var finished = counted.filter(function (it) { return FINISHED.indexOf(it.state) !== -1; }).length;
+    var finished = counted.filter(function (it) { return it.state === 'done' || it.state === 'callback-failed'; }).length;
     els.totalProgress.value = pct;
     var text = 'Total: ' + pct + '% \u00b7 ' + formatBytes(sent) + ' of ' + formatBytes(total) + ' \u00b7 ' +
-      finished + ' of ' + plural(counted.length, 'file') + ' finished';
+      finished + ' of ' + plural(counted.length, 'file') + ' uploaded';
     if (text !== lastTotal) { els.totalText.textContent = text; lastTotal = text; }
     els.total.dataset.percent = String(pct);
   }

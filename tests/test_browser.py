@@ -418,6 +418,12 @@ class BrowserUploadTest(unittest.TestCase):
         # No layout jump: the row keeps its height while the bar, percentage and speed change.
         self.assertEqual(row.bounding_box()["height"], height_ready)
         self.assertEqual(row.locator("progress").get_attribute("max"), "100")
+        # The total line follows the one file on its way.
+        total = page.locator("#total")
+        self.assertTrue(total.is_visible())
+        self.assertLess(int(total.get_attribute("data-percent")), 100)
+        self.assertRegex(page.locator("#total-text").text_content(),
+                         r"^Total: \d+% \u00b7 .+ of 48\.0 MB \u00b7 0 of 1 file uploaded$")
         progress_at_cancel = int(row.get_attribute("data-progress"))
         self.assertLess(progress_at_cancel, 100, "upload finished before it could be cancelled")
         self.assertRegex(row.locator(".file-rate").text_content(), r"^\d+% \u00b7 [\d.,]+ (B|KB|MB|GB)/s$")
@@ -433,6 +439,7 @@ class BrowserUploadTest(unittest.TestCase):
         self.assertFalse(self.slow_emu.object_path(UPLOAD_DIR + "large.bin").exists(),
                          "a cancelled upload must not be stored")
         self.assertIn("1 cancelled", page.locator("#status").text_content())
+        self.assertTrue(total.is_hidden(), "a cancelled file leaves the total")
         self.screenshot(page, "cancelled.png")
 
     def test_v4_token_with_a_random_object_name(self):

@@ -279,7 +279,7 @@ class OssUploadCoreTest(BrowserCase):
         self.assertTrue(self.row(page, "plain.txt").locator(".file-dims-row").is_hidden())
         total = page.locator("#total-text").text_content()
         self.assertTrue(total.startswith("Total: 100%"), total)
-        self.assertIn("2 of 2 files finished", total)
+        self.assertIn("2 of 2 files uploaded", total)
         # The raw answer sits behind a closed "Details" toggle.
         details = row.locator("details.file-raw")
         self.assertFalse(details.evaluate("d => d.open"))
