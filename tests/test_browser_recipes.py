@@ -21,6 +21,7 @@ RECIPE_PAGES = {
     "uppy6": "recipe-uppy6.html",
     "plupload": "recipe-plupload.html",
     "uppy5-default": "uppy5-default.html",
+    "uppy6-default": "uppy6-default.html",
 }
 # Uppy's aws-s3 logs an error when the bucket does not expose Location (OSS answers a POST
 # with a body, not a Location); Chromium logs a failed request's status as an error.
@@ -99,6 +100,16 @@ class RecipeTest(BrowserCase):
 
     def test_c_uppy6_xhr_upload_203(self):
         self.callback_fails("uppy6")
+
+    def test_c_uppy6_without_on_after_response_hides_the_callback_failure(self):
+        # Why recipe (c) brings its own onAfterResponse.
+        with self.assertLogs("appserver", "WARNING"):
+            result, error = self.run_recipe("uppy6-default", self.app_reject,
+                                            self.write_file("default6-203.txt", b"203\n"),
+                                            allow_console=("expects a JSON response",))
+        self.assertEqual(result, "")
+        self.assertIn("expects a JSON response", error)
+        self.assertNotIn("CallbackFailed", error)
 
     def test_d_plupload(self):
         self.success("plupload")
