@@ -7,7 +7,10 @@ Debian's Chromium, driven by Playwright for Python, plays the user.
 The browser is $CHROMIUM when that is set, else Debian's /usr/bin/chromium, else Playwright's own
 Chromium if it was downloaded. Skips (naming what is missing) only when Playwright or every one of
 those is missing, and fails instead under CI=true. Screenshots land in tests/artifacts/ (git-ignored by the .gitignore the test writes
-there); tests/artifacts/screenshot.png is the one meant for the README.
+there); tests/artifacts/screenshot.png is the one meant for the README (`make screenshot` copies
+it to static/.readme/screenshot.png). The OssUpload core alone, narrow and dark layouts, axe-core
+and the README's recipes are in tests/test_browser_client.py, test_browser_a11y.py and
+test_browser_recipes.py.
 """
 
 import base64

@@ -209,6 +209,13 @@ class OssUploadCoreTest(BrowserCase):
         }""", self.files)
         self.assertEqual(out["added"], ["OssUpload"])
         self.assertTrue(out["same"] and out["named"] and out["frozen"], out)
+        # The page's two scripts add OssUpload and nothing else (upload.js is an IIFE).
+        blank = set(self.open_page(self.files + "/recipes/blank.html").evaluate(
+            "() => Object.getOwnPropertyNames(window)"))
+        app_page = self.core_page(self.app_v1)
+        self.wait_token(app_page, self.emu.url)
+        names = app_page.evaluate("() => Object.getOwnPropertyNames(window)")
+        self.assertEqual(sorted(set(names) - blank), ["OssUpload"])
         # The app server serves it as JavaScript (a module needs a JavaScript MIME type).
         with urllib.request.urlopen(self.app_v1 + "/oss-upload.mjs", timeout=10) as response:
             self.assertTrue(response.headers["Content-Type"].startswith("text/javascript"))
