@@ -250,6 +250,13 @@ class OssUploadCoreTest(BrowserCase):
         self.assertEqual(measured["bad"], [], measured)
         page.screenshot(path=str(ARTIFACTS / "narrow-390.png"), full_page=True)
 
+        # Opened from disk, with the server field and its Connect button.
+        page = self.open_page((STATIC / "index.html").as_uri(), viewport={"width": 390, "height": 844})
+        self.assertTrue(page.locator("#server-url").is_visible())
+        measured = page.evaluate(OVERFLOW)
+        self.assertLessEqual(measured["doc"], 390, measured)
+        self.assertEqual(measured["bad"], [], measured)
+
     def test_dark_mode(self):
         page = self.open_page(self.app_v1 + "/index.html", color_scheme="dark")
         self.wait_token(page, self.emu.url)
