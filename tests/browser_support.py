@@ -3,7 +3,7 @@
 One Chromium (as tests/test_browser.py finds it), OSS emulators and real app servers on
 127.0.0.1, a loopback static server for the test-only pages (tests/browser_recipes/) and the
 test-only npm packages, which are installed from the pinned tests/browser_recipes/package.json
-into a cache folder outside the repository ($OSS_APPSERVER_NPM_CACHE, else
+and its package-lock.json (npm ci) into a cache folder outside the repository ($OSS_APPSERVER_NPM_CACHE, else
 $XDG_CACHE_HOME/oss-appserver-npm, else ~/.cache/oss-appserver-npm), once per package.json.
 Missing Playwright, Chromium, npm or registry: a skip naming it, a failure under CI=true.
 """
@@ -74,14 +74,15 @@ def npm_cache_root():
 
 @functools.lru_cache(maxsize=None)
 def npm_modules():
-    """node_modules of tests/browser_recipes/package.json, installed on first use into a folder
-    named by the file's hash (a changed pin installs afresh). SkipTest (failure in CI) without
+    """node_modules of tests/browser_recipes/package.json and package-lock.json, installed on
+    first use into a folder named by their hash (a changed pin installs afresh). SkipTest (failure in CI) without
     npm or when the install fails."""
     npm = shutil.which("npm")
     support.require(npm is not None, "npm is not installed (apt-get install -y npm): the browser "
                     "tests need axe-core, Uppy and plupload from the npm registry")
     manifest = (RECIPES / "package.json").read_bytes()
-    digest = hashlib.sha256(manifest).hexdigest()[:16]
+    lock = (RECIPES / "package-lock.json").read_bytes()
+    digest = hashlib.sha256(manifest + b"\0" + lock).hexdigest()[:16]
     target = npm_cache_root() / digest
     stamp = target / "node_modules" / ".oss-appserver-installed"
     if stamp.exists():
@@ -90,15 +91,16 @@ def npm_modules():
     work = pathlib.Path(tempfile.mkdtemp(prefix="install-", dir=str(target.parent)))
     try:
         (work / "package.json").write_bytes(manifest)
+        (work / "package-lock.json").write_bytes(lock)
         try:
+            # npm ci: exactly the lockfile's versions, no install scripts run.
             run = subprocess.run(
-                [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--no-save",
-                 "--loglevel=error"], cwd=str(work), capture_output=True, text=True,
-                timeout=NPM_INSTALL_TIMEOUT)
+                [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
+                cwd=str(work), capture_output=True, text=True, timeout=NPM_INSTALL_TIMEOUT)
         except subprocess.TimeoutExpired:
-            support.require(False, "npm install of tests/browser_recipes/package.json took over %d s"
+            support.require(False, "npm ci in a copy of tests/browser_recipes took over %d s"
                             % NPM_INSTALL_TIMEOUT)
-        support.require(run.returncode == 0, "npm install of tests/browser_recipes/package.json "
+        support.require(run.returncode == 0, "npm ci in a copy of tests/browser_recipes "
                         "failed (is the registry reachable?): " + (run.stderr or run.stdout)[-800:])
         (work / "node_modules" / ".oss-appserver-installed").write_text(digest + "\n")
         try:
