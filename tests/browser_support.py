@@ -209,8 +209,9 @@ class BrowserCase(unittest.TestCase):
         return emu
 
     @classmethod
-    def app(cls, emu, **kw):
-        """An app server whose callback_url is its own URL, as in a real deployment."""
+    def app(cls, emu, env=None, **kw):
+        """An app server whose callback_url is its own URL, as in a real deployment; configured
+        by Config fields, or with ``env`` by environment variables (over the emulator's)."""
         fields = dict(access_key_id=AK_ID, access_key_secret=AK_SECRET, host=emu.url, bucket=BUCKET,
                       region=REGION, upload_dir=UPLOAD_DIR, pub_key_url_prefixes=(emu.pub_key_url_prefix,))
         fields.update(kw)
@@ -218,7 +219,15 @@ class BrowserCase(unittest.TestCase):
         for _ in range(5):
             port = support.free_port()
             url = "http://127.0.0.1:%d" % port
-            config = cls.appserver.Config(callback_url=url + "/", **fields)
+            if env is not None:
+                environ = {"OSS_ACCESS_KEY_ID": AK_ID, "OSS_ACCESS_KEY_SECRET": AK_SECRET,
+                           "OSS_HOST": emu.url, "OSS_BUCKET": BUCKET, "OSS_REGION": REGION,
+                           "OSS_PUB_KEY_URL_PREFIXES": emu.pub_key_url_prefix,
+                           "OSS_CALLBACK_URL": url + "/"}
+                environ.update(env)
+                config = cls.appserver.config_from_env(environ, server_url=url + "/")
+            else:
+                config = cls.appserver.Config(callback_url=url + "/", **fields)
             try:
                 server = cls.appserver.make_server(config, "127.0.0.1", port)
             except OSError as exc:

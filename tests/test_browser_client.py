@@ -6,6 +6,7 @@ tests/browser_support.py for how Chromium is found and what a missing one means.
 """
 
 import json
+import time
 import unittest
 import urllib.error
 import urllib.request
@@ -15,6 +16,7 @@ from tests.browser_support import (ARTIFACTS, BrowserCase, RECIPES, SIZE_LIMIT, 
                                    UPLOAD_DIR, token_json)
 
 ALLOWED = ("image/png", "image/jpeg")
+TICKET_SECRET = "browser-client-test-ticket-secret-0123456789"
 
 # Every element that scrolls sideways (overflow auto/scroll and wider content than box), and
 # the document's own width: at 390 px neither may exceed the viewport.
@@ -48,10 +50,16 @@ class OssUploadCoreTest(BrowserCase):
         cls.app_slow = cls.app(cls.slow_emu, max_upload_bytes=64 * 1024 * 1024)
         cls.app_types = cls.app(cls.emu, max_upload_bytes=SIZE_LIMIT, allowed_content_types=ALLOWED)
         cls.app_downloads = cls.app(cls.emu, download_expire_seconds=300)
+        # Sign-in with a ticket and a folder per user, download links on.
+        cls.app_signed = cls.app(cls.emu, env={
+            "OSS_TOKEN_AUTH": "hmac", "OSS_TOKEN_AUTH_SECRET": TICKET_SECRET,
+            "OSS_UPLOAD_DIR": "uploads/{user}/", "OSS_DOWNLOAD_EXPIRE_SECONDS": "300"})
         cls.files = cls.static_server({"/static/": STATIC, "/recipes/": RECIPES})
 
-    def core_page(self, app_url):
-        page = self.open_page(app_url + "/index.html", allow_console=("the server responded with a status of 403",))
+    def core_page(self, app_url, allow_console=()):
+        # Chromium logs every 4xx answer as a console error; the tests provoke some.
+        page = self.open_page(app_url + "/index.html", allow_console=(
+            "the server responded with a status of 403",) + tuple(allow_console))
         page.wait_for_function("() => typeof window.OssUpload === 'object'")
         return page
 
@@ -342,6 +350,35 @@ class OssUploadCoreTest(BrowserCase):
         self.assertTrue(self.row(page, "shared.txt").locator("img.file-remote").is_hidden())
         self.assertTrue(self.row(page, "shared.txt").locator("a.file-link").is_visible())
         page.screenshot(path=str(ARTIFACTS / "downloads.png"), full_page=True)
+
+    def test_signed_in_core_sends_the_ticket_for_tokens_and_download_links(self):
+        ticket = support.mint_ticket(TICKET_SECRET, "zoe", int(time.time()) + 600)
+        page = self.core_page(self.app_signed, allow_console=("the server responded with a status of 401",))
+        requests = []
+        page.on("request", lambda r: requests.append(r) if r.url.startswith(self.app_signed + "/") else None)
+        out = page.evaluate("""async (ticket) => {
+          const anonymous = OssUpload.createClient();
+          let refused = null;
+          try { await anonymous.getToken(); } catch (e) { refused = e.kind + ':' + e.status; }
+          const c = OssUpload.createClient({ ticket: () => ticket });
+          const res = await c.upload(new File(['mine'], 'mine.txt', { type: 'text/plain' }));
+          const link = await c.downloadUrl(res.key);
+          let outside = null;
+          try { await c.downloadUrl('uploads/someone-else/x.txt'); } catch (e) { outside = e.kind + ':' + e.status; }
+          const body = await (await fetch(link.url)).text();
+          return { refused, key: res.key, downloads: res.token.downloads, link: link.url,
+                   expires: link.expires, outside, body };
+        }""", ticket)
+        self.assertEqual(out["refused"], "auth:401")
+        self.assertEqual(out["key"], "uploads/zoe/mine.txt")
+        self.assertTrue(out["downloads"])
+        self.assertTrue(out["link"].startswith(self.emu.url + "/uploads/zoe/mine.txt?"), out["link"])
+        self.assertGreater(out["expires"], time.time())
+        self.assertEqual(out["outside"], "server:403")
+        self.assertEqual(out["body"], "mine")
+        signed = [r for r in requests if r.headers.get("authorization") == "Bearer " + ticket]
+        self.assertEqual(sorted({r.url.split("?")[0] for r in signed}),
+                         [self.app_signed + "/", self.app_signed + "/download-url"])
 
 
 if __name__ == "__main__":
