@@ -292,6 +292,8 @@ _LOG_ESCAPES = {c: "\\x%02x" % c for c in list(range(0x20)) + [0x7F]}
 
 def printable(text: str, limit: int = 200) -> str:
     """Request data made safe for one log line: no control characters, bounded length."""
+    if len(text) <= limit and text.isascii() and text.isprintable():
+        return text  # the usual case, three times per access-log line
     if len(text) > limit:
         text = text[:limit] + "..."
     return text.encode("ascii", "backslashreplace").decode("ascii").translate(_LOG_ESCAPES)
