@@ -582,7 +582,7 @@ def _service_url(value: str) -> str:
         parts = urllib.parse.urlsplit(value)
         parts.port  # raises ValueError for a bad port
         valid = parts.scheme in _DEFAULT_PORTS and bool(parts.hostname) and value.isascii() \
-            and not parts.username and not parts.fragment
+            and "@" not in parts.netloc and not parts.fragment and parts.port != 0
     except ValueError:
         valid = False
     if not valid:
@@ -915,6 +915,12 @@ def check_oss_requests(values: dict) -> None:
         if not values["bucket"]:
             raise ConfigError("OSS_DOWNLOAD_EXPIRE_SECONDS", "needs the bucket (OSS_BUCKET, or "
                                                              "an OSS_HOST that names it)")
+        if USER_PLACEHOLDER not in values["upload_dir"]:
+            # A folder all users share would let each read the others' uploads.
+            raise ConfigError("OSS_DOWNLOAD_EXPIRE_SECONDS", "needs OSS_UPLOAD_DIR with %s: "
+                                                             "links are signed only for the "
+                                                             "user's own folder"
+                              % USER_PLACEHOLDER)
 
 
 def template_fields(body: str, body_type: str) -> dict:
@@ -2024,15 +2030,32 @@ def object_url(config: Config, key: str) -> str:
     return "%s/%s" % (config.host, oss_quote(key, safe="/"))
 
 
-def _xml_text(body: bytes, *paths: str) -> list:
-    """The text of each ``path`` in an OSS XML document; [] for anything that is not one.
-    A DOCTYPE is refused outright: OSS never sends one, and entities are how XML parsers
-    are made to blow up."""
-    if not body or b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        return ["" for _ in paths]
+_XML_DECLARED_ENCODING = re.compile(r"<\?xml[^>]*encoding=[\"']([^\"']*)[\"']")
+
+
+def parse_oss_xml(body: bytes):
+    """The root element of an XML document from OSS, or ValueError. Only UTF-8 without a
+    DOCTYPE: OSS sends nothing else, and a DOCTYPE's entities (in any encoding: a byte search
+    misses UTF-16) are how XML parsers are made to blow up."""
     try:
-        root = xml.etree.ElementTree.fromstring(body)
-    except (xml.etree.ElementTree.ParseError, ValueError):
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("the answer is not UTF-8 XML") from None
+    declared = _XML_DECLARED_ENCODING.match(text.lstrip("\ufeff"))
+    if "<!DOCTYPE" in text or "<!ENTITY" in text or (
+            declared and declared.group(1).lower() not in ("utf-8", "utf8")):
+        raise ValueError("the answer holds a DOCTYPE or another encoding")
+    try:
+        return xml.etree.ElementTree.fromstring(body)
+    except xml.etree.ElementTree.ParseError:
+        raise ValueError("the answer is not XML") from None
+
+
+def _xml_text(body: bytes, *paths: str) -> list:
+    """The text of each ``path`` in an OSS XML document; "" each for anything else."""
+    try:
+        root = parse_oss_xml(body)
+    except ValueError:
         return ["" for _ in paths]
     return [(root.findtext(path) or "").strip() for path in paths]
 
@@ -2084,12 +2107,7 @@ CORS_MAX_AGE = "600"
 
 def parse_cors_configuration(body: bytes):
     """The CORSConfiguration element of a GetBucketCors answer, or ValueError."""
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise ValueError("the CORS configuration holds a DOCTYPE")
-    try:
-        root = xml.etree.ElementTree.fromstring(body)
-    except xml.etree.ElementTree.ParseError:
-        raise ValueError("the CORS configuration is not XML") from None
+    root = parse_oss_xml(body)
     if root.tag != "CORSConfiguration":
         raise ValueError("the answer is not a CORSConfiguration")
     return root
@@ -2808,6 +2826,10 @@ def confirm_upload(config: Config, credentials: Credentials, upload: dict, *,
     key = upload["object"]
     if not isinstance(key, str) or not key:
         raise CallbackRejected("callback names no object to confirm")
+    try:
+        check_object_key(key)
+    except InvalidArgument as exc:
+        raise CallbackRejected("callback object name is not valid", exc.message) from None
     if timeout <= 0:
         raise UploadUnconfirmed("upload not confirmed: OSS did not answer in time",
                                 "no time left in the callback's budget for the HEAD")
@@ -2821,22 +2843,36 @@ def confirm_upload(config: Config, credentials: Credentials, upload: dict, *,
                                "object %s is not in our bucket (HEAD: 404 %s)"
                                % (printable(key), answer.code))
     if answer.status != 200:
+        # Only AccessDenied is a missing permission; another 403 (SignatureDoesNotMatch,
+        # RequestTimeTooSkewed, InvalidSecurityToken) is wrong keys or a wrong clock.
         raise UploadUnconfirmed("upload not confirmed: OSS refused to answer",
                                 "HEAD %s: HTTP %d %s" % (printable(key), answer.status,
                                                          answer.code),
-                                forbidden=answer.status == 403)
+                                forbidden=answer.status == 403
+                                and answer.code in ("AccessDenied", ""))
     if upload["size"] is not None and answer.headers.get("Content-Length") != str(
             upload["size"]):
         raise CallbackRejected("callback size does not match the object",
                                "callback says %s bytes, OSS has %s" % (
                                    upload["size"],
                                    printable(str(answer.headers.get("Content-Length")))))
-    crc_field = template_fields(config.callback_body, config.callback_body_type).get("crc64")
-    if crc_field is not None:
-        claimed, stored = upload["fields"].get(crc_field), answer.headers.get(
+    names = template_fields(config.callback_body, config.callback_body_type)
+    if "crc64" in names:
+        claimed, stored = upload["fields"].get(names["crc64"]), answer.headers.get(
             "x-oss-hash-crc64ecma")
         if stored is None or str(claimed) != stored:
             raise CallbackRejected("callback crc64 does not match the object")
+    if "mimeType" in names:
+        claimed = upload["fields"].get(names["mimeType"])
+        stored = answer.headers.get("Content-Type") or ""
+        if not isinstance(claimed, str) or media_type(claimed) != media_type(stored):
+            raise CallbackRejected("callback content type does not match the object",
+                                   "callback says %s, OSS has %s" % (
+                                       printable(repr(claimed)), printable(stored)))
+
+
+def media_type(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
 
 
 FORWARD_MAX_ANSWER_BYTES = 1024 * 1024   # what OSS relays of a callback answer
@@ -2876,6 +2912,7 @@ def forward_upload(config: Config, upload: dict, *, timeout: float, now: float) 
         raise ForwardFailed("the application refused the upload",
                             "forward to %s answered HTTP %d" % (printable(parts.netloc),
                                                                 answer.status))
+    # (parts.netloc holds no password: the setting refuses user information.)
     try:
         document = json.loads(answer.body.decode("utf-8"), parse_constant=_refuse_json_constant,
                               parse_float=_finite_float)
@@ -3160,6 +3197,10 @@ class App:
         if len(keys) != 1:
             raise InvalidArgument("give exactly one key=<object name>")
         key = check_object_key(keys[0])
+        if "?" in key and self.config.signature_version == "v1":
+            # V1 signs "/bucket/key" and the sub-resources as one string: a '?' in the key
+            # would let the link be replayed with real sub-resources (response-content-type).
+            raise InvalidArgument("a key with '?' cannot be presigned with V1 signatures")
         if not key.startswith(grant.folder) or key == grant.folder:
             raise Forbidden("the key is outside your upload folder")
         credentials = self.signing_credentials(now)
@@ -4036,7 +4077,7 @@ def check_bucket(config: Config, answer: OssAnswer) -> Check:
     """GetBucketInfo: keys accepted, bucket there, and in the region OSS_REGION names."""
     resource = "acs:oss:*:*:%s" % config.bucket
     if answer.status == 200:
-        location, = _xml_text(answer.body, "Bucket/Location")
+        location = printable(_xml_text(answer.body, "Bucket/Location")[0], 64)
         if config.region and location and location != "oss-" + config.region:
             return Check("FAIL", "bucket", "bucket %s is in %s, OSS_REGION is %s"
                          % (config.bucket, location, config.region),
@@ -4127,7 +4168,7 @@ def check_confirmation(config: Config, answer: Optional[OssAnswer], key: str) ->
     if answer.status == 404:
         return Check("OK", "confirmation", "HEAD of a missing key answers 404, as "
                      "confirmation needs")
-    if answer.status == 403:
+    if _denied(answer):
         return Check("FAIL", "confirmation", "HEAD %s was refused (%s): every callback "
                      "would answer 503" % (printable(key), _refusal(answer)),
                      "allow oss:GetObject on acs:oss:*:*:%s/%s*, or set "

@@ -183,6 +183,13 @@ class Forwarding(unittest.TestCase):
             self.assertEqual(caught.exception.variable, variable)
         with self.assertRaises(appserver.ConfigError):   # too short to be a key
             appserver.config_from_env(dict(base, OSS_FORWARD_SECRET="short"))
+        # A password in the URL would be logged with it and never sent: refused, like port 0.
+        for url in ("http://:pw@127.0.0.1:9/x", "http://user:pw@127.0.0.1/x",
+                    "http://127.0.0.1:0/x"):
+            with self.subTest(url=url), self.assertRaises(appserver.ConfigError) as caught:
+                appserver.config_from_env(dict(base, OSS_CALLBACK_FORWARD_URL=url,
+                                               OSS_FORWARD_SECRET=FORWARD_SECRET))
+            self.assertEqual(caught.exception.variable, "OSS_CALLBACK_FORWARD_URL")
 
 
 class HookFromTheEnvironment(unittest.TestCase):

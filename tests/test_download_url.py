@@ -72,6 +72,12 @@ class DownloadUrl(AppServerTestCase):
             with self.subTest(raw=raw):
                 self.assertEqual(self.get(None, raw=raw)[0], 400)
 
+    def test_a_key_with_a_question_mark_is_400_with_v1_signatures(self):
+        # V1 signs "/bucket/<key>" and the sub-resources as one string: the link for
+        # "x.png?response-content-type=text/html" would also serve x.png as HTML.
+        status, resp, body = self.get("uploads/alice/x.png?response-content-type=text/html")
+        self.assertEqual(status, 400, body)
+
     def test_no_or_a_bad_ticket_is_401(self):
         self.assertEqual(self.get("uploads/alice/x.png", user=None)[0], 401)
         status, resp, body = self.request("GET", "/download-url?key=uploads%2Falice%2Fx",
@@ -94,6 +100,22 @@ class Settings(AppServerTestCase):
         with self.assertRaises(appserver.ConfigError) as caught:
             env_config(OSS_DOWNLOAD_EXPIRE_SECONDS="60")
         self.assertEqual(caught.exception.variable, "OSS_DOWNLOAD_EXPIRE_SECONDS")
+
+    def test_a_key_with_a_question_mark_is_signed_with_v4(self):
+        self.start_server(config(OSS_SIGNATURE_VERSION="v4"))
+        status, resp, body = self.request(
+            "GET", "/download-url?key=" + urllib.parse.quote("uploads/alice/x?y.png", safe=""),
+            headers={"Authorization": "Bearer " + mint_ticket(SECRET, "alice",
+                                                               int(time.time()) + 60)})
+        self.assertEqual(status, 200, body)
+        self.assertIn("/uploads/alice/x%3Fy.png?", json.loads(body)["url"])
+
+    def test_a_folder_all_users_share_is_a_config_error(self):
+        for upload_dir in ("uploads/", ""):
+            with self.subTest(upload_dir=upload_dir), \
+                    self.assertRaises(appserver.ConfigError) as caught:
+                config(OSS_UPLOAD_DIR=upload_dir)
+            self.assertEqual(caught.exception.variable, "OSS_DOWNLOAD_EXPIRE_SECONDS")
 
     def test_the_link_never_outlives_the_credentials(self):
         now = time.time()

@@ -101,3 +101,27 @@ class PresignedUrls(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class OssXml(unittest.TestCase):
+    """What the server reads of OSS's answers: UTF-8 XML without a DOCTYPE, nothing else."""
+
+    def test_a_plain_error_document_is_read(self):
+        body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code>'
+                '<Message>The specified key does not exist.</Message></Error>').encode()
+        self.assertEqual(appserver.parse_oss_xml(body).findtext("Code"), "NoSuchKey")
+
+    def test_entities_doctypes_and_other_encodings_are_refused(self):
+        laughs = ('<?xml version="1.0"?><!DOCTYPE Error [<!ENTITY a "aaaaaaaaaa">'
+                  '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><Error><Code>&b;</Code></Error>')
+        cases = {"a DOCTYPE": laughs.encode(),
+                 "a DOCTYPE in UTF-16": laughs.replace('"1.0"?', '"1.0" encoding="UTF-16"?')
+                 .encode("utf-16"),
+                 "another declared encoding": b'<?xml version="1.0" encoding="ISO-8859-1"?>'
+                                              b'<Error><Code>x</Code></Error>',
+                 "not XML": b"<Error><Code>",
+                 "not UTF-8": b"<Error><Code>\xff</Code></Error>"}
+        for name, body in cases.items():
+            with self.subTest(name), self.assertRaises(ValueError):
+                appserver.parse_oss_xml(body)
+            self.assertEqual(appserver.oss_error(403, {}, body), ("", ""))

@@ -90,6 +90,12 @@ class Confirmation(BindingTestCase):
 # -- --check, --print-cors, --apply-cors ---------------------------------------------------
 
 AK, CHECK_SECRET, REGION = "check-ak", "check-secret-that-must-never-be-printed", "cn-hangzhou"
+# Every other secret a deployment may set; none may appear in any output either.
+SECRETS = {"OSS_CALLBACK_SECRET": "grant-secret-that-must-never-be-printed-0123",
+           "OSS_TOKEN_AUTH": "hmac",
+           "OSS_TOKEN_AUTH_SECRET": "ticket-secret-that-must-never-be-printed-456",
+           "OSS_FORWARD_SECRET": "forward-secret-that-must-never-be-printed-789",
+           "OSS_CALLBACK_FORWARD_URL": "http://127.0.0.1:9/uploads"}
 
 
 class Tools(unittest.TestCase):
@@ -105,11 +111,13 @@ class Tools(unittest.TestCase):
     def run_tool(self, emu, *args, **environ):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OSS_", "ALIBABA_"))}
         env.update(OSS_ACCESS_KEY_ID=AK, OSS_ACCESS_KEY_SECRET=CHECK_SECRET, OSS_HOST=emu.url,
-                   OSS_BUCKET=BUCKET, OSS_REGION=REGION, OSS_CALLBACK_URL=PUBLIC_CALLBACK)
+                   OSS_BUCKET=BUCKET, OSS_REGION=REGION, OSS_CALLBACK_URL=PUBLIC_CALLBACK,
+                   **SECRETS)
         env.update(environ)
         done = subprocess.run([sys.executable, str(REPO / "appserver.py"), *args], env=env,
                               capture_output=True, text=True, timeout=60)
-        self.assertNotIn(CHECK_SECRET, done.stdout + done.stderr)
+        for secret in (CHECK_SECRET,) + tuple(SECRETS.values()):
+            self.assertNotIn(secret, done.stdout + done.stderr)
         self.assertNotIn("Traceback", done.stderr)
         return done
 
@@ -243,7 +251,7 @@ TICKET_SECRET = "ticket-secret-of-the-main-application-0123456789"
 
 
 class DownloadLinks(unittest.TestCase):
-    def test_a_link_reads_the_object_from_a_private_bucket_until_it_expires(self):
+    def test_a_link_reads_the_object_from_a_private_bucket_and_only_as_signed(self):
         for version, sts in (("v1", None), ("v4", None), ("v4", "sts-of-the-bucket"),
                              ("v1", "sts-of-the-bucket")):
             with self.subTest(version=version, sts=bool(sts)):
