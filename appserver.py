@@ -276,9 +276,14 @@ def b64url_decode(text: str, max_chars: int) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+# allow_nan=False: NaN and Infinity are not JSON (RFC 8259 6); OSS would fail the callback.
+# One encoder for every answer: json.dumps with options builds a new one per call, which
+# cost more than the rest of serializing a callback's answer.
+_JSON_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def json_compact(value) -> bytes:
-    # allow_nan=False: NaN and Infinity are not JSON (RFC 8259 6); OSS would fail the callback.
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return _JSON_COMPACT.encode(value).encode("utf-8")
 
 
 def utc_iso8601(unix_seconds: int) -> str:
