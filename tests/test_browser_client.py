@@ -49,8 +49,7 @@ class OssUploadCoreTest(BrowserCase):
         cls.app_reject = cls.app(cls.emu, pub_key_url_prefixes=("https://keys.invalid/",))
         cls.app_slow = cls.app(cls.slow_emu, max_upload_bytes=64 * 1024 * 1024)
         cls.app_types = cls.app(cls.emu, max_upload_bytes=SIZE_LIMIT, allowed_content_types=ALLOWED)
-        cls.app_downloads = cls.app(cls.emu, download_expire_seconds=300)
-        # Sign-in with a ticket and a folder per user, download links on.
+        # Sign-in with a ticket and a folder per user, download links on (links need both).
         cls.app_signed = cls.app(cls.emu, env={
             "OSS_TOKEN_AUTH": "hmac", "OSS_TOKEN_AUTH_SECRET": TICKET_SECRET,
             "OSS_UPLOAD_DIR": "uploads/{user}/", "OSS_DOWNLOAD_EXPIRE_SECONDS": "300"})
@@ -329,8 +328,10 @@ class OssUploadCoreTest(BrowserCase):
         self.assertEqual(self.emu.post_count, before + 1)
 
     def test_downloads_show_a_link_and_a_thumbnail(self):
-        page = self.open_page(self.app_downloads + "/index.html")
+        ticket = support.mint_ticket(TICKET_SECRET, "yan", int(time.time()) + 600)
+        page = self.open_page(self.app_signed + "/index.html#ticket=" + ticket)
         self.wait_token(page, self.emu.url)
+        folder = "uploads/yan/"
         png = support.png_bytes(20, 14)
         page.set_input_files("#file-input", [self.write_file("shared.png", png),
                                              self.write_file("shared.txt", b"link only\n")])
@@ -340,7 +341,8 @@ class OssUploadCoreTest(BrowserCase):
         page.wait_for_function("() => document.querySelectorAll('li.file[data-download=\"ready\"]').length === 2")
         row = self.row(page, "shared.png")
         href = row.locator("a.file-link").get_attribute("href")
-        self.assertTrue(href.startswith(self.emu.url + "/" + UPLOAD_DIR + "shared.png?"), href)
+        self.assertTrue(href.startswith(self.emu.url + "/" + folder + "shared.png?"), href)
+        self.assertEqual(row.locator(".file-object").text_content(), folder + "shared.png")
         remote = row.locator("img.file-remote")
         remote.wait_for(state="visible")
         page.wait_for_function("() => document.querySelector('img.file-remote').naturalWidth > 0")
