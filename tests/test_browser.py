@@ -43,6 +43,7 @@ AK_ID = "browser-test-ak"
 AK_SECRET = "browser-test-secret"
 BUCKET = "examplebucket"
 REGION = "cn-hangzhou"
+STS_TOKEN = "browser-test-sts-token/+="
 UPLOAD_DIR = "user-dir-prefix/"
 SIZE_LIMIT = 256 * 1024           # policy content-length-range max for the main app server
 RANDOM_ALPHABET = "ABCDEFGHJKMNPQRSTWXYZabcdefhijkmnprstwxyz2345678"
@@ -157,6 +158,10 @@ class BrowserUploadTest(unittest.TestCase):
 
         cls.app_v1 = app(cls.emu, max_upload_bytes=SIZE_LIMIT)
         cls.app_v4 = app(cls.emu, signature_version="v4")
+        # STS credentials: the token's fields carry x-oss-security-token, which the bucket
+        # demands of every upload signed with them.
+        cls.sts_emu = emulator("sts-bucket", security_token=STS_TOKEN)
+        cls.app_sts = app(cls.sts_emu, signature_version="v4", security_token=STS_TOKEN)
         # Trusts no key URL the emulator uses: every callback fails verification -> OSS 203.
         cls.app_reject = app(cls.emu, pub_key_url_prefixes=("https://keys.invalid/",))
         cls.app_slow = app(cls.slow_emu, max_upload_bytes=64 * 1024 * 1024)
@@ -458,6 +463,14 @@ class BrowserUploadTest(unittest.TestCase):
         self.assertEqual(self.stored(self.emu, key), data)
         self.assertEqual(json.loads(info["detail"])["upload"]["filename"], key)
         self.screenshot(page, "v4-random-name.png")
+
+    def test_sts_token_fields_carry_the_security_token_to_the_bucket(self):
+        data = b"signed with temporary credentials\n"
+        page = self.open_served_page(self.app_sts, self.sts_emu.url)
+        page.set_input_files("#file-input", [self.write_file("sts file.txt", data)])
+        page.click("#start-upload")
+        info = self.assert_done(page, "sts file.txt")
+        self.assertEqual(self.stored(self.sts_emu, info["object"]), data)
 
     def test_drag_and_drop_uploads_and_the_accept_list_refuses_other_types(self):
         page = self.open_served_page(self.app_v1, self.emu.url)
