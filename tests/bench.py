@@ -218,6 +218,8 @@ def bench_config(key_prefix, token_auth=False):
         # The callbacks measured carry no grant from this server's tokens (the documentation's
         # example cannot): binding off, so that they are verified in full and accepted.
         settings["callback_binding"] = False
+    if "confirm_uploads" in {field.name for field in dataclasses.fields(appserver.Config)}:
+        settings["confirm_uploads"] = "0"   # measured on its own, against the emulator
     return appserver.Config(**settings)
 
 
@@ -717,6 +719,9 @@ def print_header(args, cpus, pins, levels):
           % (args.duration, args.warmup,
              "app logging at WARNING (--no-access-log: diagnosis only)" if args.no_access_log
              else "app access log on (to a file), as `python appserver.py` logs"))
+    print("- callbacks: verified in full (signature, key URL, fields), with callback binding "
+          "off (the documentation's example carries no grant) and upload confirmation off "
+          "(its cost is the in-process row of its own)")
     if args.repeat > 1:
         print("- c=%d: %d runs each, app and baseline interleaved; its row holds medians and "
               "the median of the per-pair ratios" % (max(levels), args.repeat))
