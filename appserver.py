@@ -129,16 +129,22 @@ class BadRequest(RequestError):
     status, close = 400, True
 
 
-class CallbackRejected(RequestError):
-    """The callback did not prove that OSS sent it about one of our uploads. OSS treats every
-    non-200 alike; 400 is what the sample sent. The message names the failed step; ``reason``,
-    for the log, says why."""
+class CallbackNotAccepted(RequestError):
+    """A callback answered with an error; OSS then reports 203 CallbackFailed to the browser.
+    The message names the failed step; ``reason``, for the log, says why."""
 
-    status = 400
+    verdict = "not accepted"
 
     def __init__(self, message, reason=None):
         super().__init__(message)
         self.reason = reason or message
+
+
+class CallbackRejected(CallbackNotAccepted):
+    """The callback did not prove that OSS sent it about one of our uploads. OSS treats every
+    non-200 alike; 400 is what the sample sent."""
+
+    status, verdict = 400, "rejected"
 
 
 class Unauthorized(RequestError):
@@ -211,28 +217,23 @@ class CredentialsUnavailable(RequestError):
                          headers=[("Retry-After", str(retry_after))])
 
 
-class UploadUnconfirmed(RequestError):
+class UploadUnconfirmed(CallbackNotAccepted):
     """OSS could not say whether a verified callback's object is in our bucket: no answer in
-    time, a 5xx, no permission, or no credentials to ask with. The object stays; OSS reports
-    203 CallbackFailed to the browser. ``forbidden``: OSS refused our HEAD (a 403)."""
+    time, a 5xx, no permission, or no credentials to ask with. The object stays.
+    ``forbidden``: OSS refused our HEAD for want of a permission (AccessDenied)."""
 
-    status = 503
+    status, verdict = 503, "not confirmed"
 
     def __init__(self, message, reason=None, *, forbidden: bool = False):
-        super().__init__(message)
-        self.reason = reason or message
+        super().__init__(message, reason)
         self.forbidden = forbidden
 
 
-class ForwardFailed(RequestError):
+class ForwardFailed(CallbackNotAccepted):
     """OSS_CALLBACK_FORWARD_URL gave no usable answer: none in time, not 2xx, or not a JSON
-    object. OSS reports 203 CallbackFailed to the browser; the object stays."""
+    object. The object stays."""
 
-    status = 502
-
-    def __init__(self, message, reason=None):
-        super().__init__(message)
-        self.reason = reason or message
+    status, verdict = 502, "not forwarded"
 
 
 class HTTPVersionNotSupported(RequestError):
@@ -978,6 +979,15 @@ def default_callback_body(body_type: str, bucket: Optional[str]) -> str:
     return DEFAULT_CALLBACK_BODY + ("&bucket=${bucket}" if bucket else "")
 
 
+def unreachable_from_oss(host: str) -> bool:
+    """A host OSS's servers cannot call back: loopback, private, link-local or another
+    non-global address, or a name that only resolves locally."""
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return host == "localhost" or host.endswith((".localhost", ".local", ".internal"))
+
+
 def config_warnings(config: Config) -> list:
     """What a user should hear at startup; none of it is fatal."""
     warnings = []
@@ -996,12 +1006,7 @@ def config_warnings(config: Config) -> list:
                         "and replicas")
     for url in filter(None, config.callback_url.split(";")):
         host = urllib.parse.urlsplit(url).hostname or ""
-        try:
-            address = ipaddress.ip_address(host)
-            unreachable = address.is_loopback or address.is_private or address.is_unspecified
-        except ValueError:
-            unreachable = host == "localhost" or host.endswith(".localhost")
-        if unreachable:
+        if unreachable_from_oss(host):
             warnings.append("callback URL host %s is loopback or private: real OSS cannot "
                             "reach it (set OSS_CALLBACK_URL to a public address)" % host)
     return warnings
@@ -2650,27 +2655,33 @@ def _json_depth_within(value, limit) -> bool:
     return True
 
 
+def strict_json_object(data: bytes) -> dict:
+    """A JSON object read strictly, or ValueError: NaN and Infinity are not JSON (RFC 8259 6)
+    and could not be written back into an answer; nesting is bounded so that writing an
+    answer, one level deeper, cannot hit the recursion limit."""
+    try:
+        value = json.loads(data.decode("utf-8"), parse_constant=_refuse_json_constant,
+                           parse_float=_finite_float)
+    except RecursionError:  # nested thousands deep
+        raise ValueError("nested too deeply") from None
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    if not _json_depth_within(value, MAX_CALLBACK_JSON_DEPTH):
+        raise ValueError("nested too deeply")
+    return value
+
+
 def parse_callback_fields(body_type: str, body: bytes) -> dict:
     """The callback body as fields, read as the configured callbackBodyType: the request's
-    Content-Type header is not signed, so a replayer could otherwise switch parsers.
-
-    JSON is read strictly: NaN and Infinity are not JSON (RFC 8259 6) and could not be
-    written back into the answer; nesting is bounded so that writing the answer, one level
-    deeper, cannot hit the recursion limit.
-    """
+    Content-Type header is not signed, so a replayer could otherwise switch parsers. JSON is
+    read strictly (strict_json_object)."""
     try:
-        text = body.decode("utf-8")
         if body_type == "application/json":
-            fields = json.loads(text, parse_constant=_refuse_json_constant,
-                                parse_float=_finite_float)
-            if not isinstance(fields, dict):
-                raise ValueError("not a JSON object")
-            if not _json_depth_within(fields, MAX_CALLBACK_JSON_DEPTH):
-                raise ValueError("nested too deeply")
+            fields = strict_json_object(body)
         else:
-            fields = dict(urllib.parse.parse_qsl(text, keep_blank_values=True,
+            fields = dict(urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True,
                                                  max_num_fields=1000))
-    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
+    except ValueError:  # UnicodeDecodeError included
         raise CallbackRejected("callback body is not valid %s" % body_type) from None
     if not fields:
         raise CallbackRejected("callback body has no fields")
@@ -2896,7 +2907,7 @@ def forward_upload(config: Config, upload: dict, *, timeout: float, now: float) 
     is ForwardFailed (502)."""
     body = json_compact(upload)
     timestamp = str(int(now))
-    parts = urllib.parse.urlsplit(config.callback_forward_url)
+    parts = urllib.parse.urlsplit(config.callback_forward_url)  # no user info: safe to log
     target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
     if timeout <= 0:
         raise ForwardFailed("the application did not answer in time",
@@ -2917,18 +2928,12 @@ def forward_upload(config: Config, upload: dict, *, timeout: float, now: float) 
         raise ForwardFailed("the application refused the upload",
                             "forward to %s answered HTTP %d" % (printable(parts.netloc),
                                                                 answer.status))
-    # (parts.netloc holds no password: the setting refuses user information.)
     try:
-        document = json.loads(answer.body.decode("utf-8"), parse_constant=_refuse_json_constant,
-                              parse_float=_finite_float)
-        valid = isinstance(document, dict) and _json_depth_within(document,
-                                                                  MAX_CALLBACK_JSON_DEPTH)
-    except (ValueError, RecursionError):
-        valid = False
-    if not valid:
+        return strict_json_object(answer.body)
+    except ValueError:
         raise ForwardFailed("the application's answer is not a JSON object",
-                            "forward to %s answered no JSON object" % printable(parts.netloc))
-    return document
+                            "forward to %s answered no JSON object" % printable(parts.netloc)
+                            ) from None
 
 
 ###############################################################################
@@ -3132,9 +3137,8 @@ class App:
                 raise MethodNotAllowed("method not allowed", headers=[("Allow", ALLOWED_METHODS)])
             raise MethodNotImplemented("method not implemented")
         except RequestError as exc:
-            if isinstance(exc, (CallbackRejected, UploadUnconfirmed, ForwardFailed)):
-                log.warning("callback %s: %s", {400: "rejected", 502: "not forwarded"}.get(
-                    exc.status, "not confirmed"), exc.reason)
+            if isinstance(exc, CallbackNotAccepted):
+                log.warning("callback %s: %s", exc.verdict, exc.reason)
             return error_response(exc.status, exc.message, cors + exc.headers, exc.close)
         except Exception:
             return internal_error("handling " + printable(method, 16), cors)
@@ -4147,14 +4151,7 @@ def check_callback_urls(config: Config) -> list:
     checks = []
     for url in config.callback_url.split(";"):
         parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-        try:
-            address = ipaddress.ip_address(host)
-            private = not address.is_global
-        except ValueError:
-            private = host == "localhost" or host.endswith((".localhost", ".local",
-                                                            ".internal"))
-        if private:
+        if unreachable_from_oss(parts.hostname or ""):
             checks.append(Check("FAIL", "callback URL", "%s is loopback or private: OSS "
                                 "cannot reach it, so every upload ends in 203 CallbackFailed"
                                 % printable(url), "set OSS_CALLBACK_URL to a public address "
@@ -4354,7 +4351,7 @@ def parse_args(argv):
 
 def parse_tool_options(argv) -> tuple:
     """(the other arguments, (tool, [origins]) or None); raises ValueError."""
-    rest, tool, origins = [], None, []
+    rest, tool, target, origins = [], None, [], []
     argv = list(argv)
     while argv:
         arg = argv.pop(0)
@@ -4377,12 +4374,10 @@ def parse_tool_options(argv) -> tuple:
             raise ValueError("give one of --check, --print-cors, --apply-cors")
         tool = name.lstrip("-")
         if value is not None:
-            origins.insert(0, value.rstrip("/"))
-    if origins and tool != "check" and len(origins) > 1:
+            target = [value.rstrip("/")]
+    if origins and tool != "check":
         raise ValueError("--origin goes with --check")
-    if origins and tool is None:
-        raise ValueError("--origin goes with --check")
-    return rest, (tool, origins) if tool else None
+    return rest, (tool, target + origins) if tool else None
 
 
 def parse_options(argv) -> tuple:

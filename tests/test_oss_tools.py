@@ -283,3 +283,17 @@ class DownloadLinks(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ToolOptions(unittest.TestCase):
+    def test_origins_go_with_check_and_each_tool_names_one_origin(self):
+        parse = appserver.parse_tool_options
+        self.assertEqual(parse(["--check", "--origin", ORIGIN + "/", "8080"]),
+                         (["8080"], ("check", [ORIGIN])))
+        self.assertEqual(parse(["--apply-cors=" + ORIGIN]), ([], ("apply-cors", [ORIGIN])))
+        self.assertEqual(parse(["127.0.0.1", "80"]), (["127.0.0.1", "80"], None))
+        for argv in (["--origin", ORIGIN], ["--print-cors", ORIGIN, "--origin", ORIGIN],
+                     ["--check", "--apply-cors", ORIGIN], ["--print-cors"],
+                     ["--check", "--origin", "ftp://x"], ["--apply-cors", ORIGIN + "/path"]):
+            with self.subTest(argv=argv), self.assertRaises(ValueError):
+                parse(argv)
