@@ -55,18 +55,21 @@ def error_of(reply):
 
 
 class CallbackRecorder(http.server.ThreadingHTTPServer):
-    """An app-server stand-in: records each callback body and answers {"Status":"OK"}."""
+    """An app-server stand-in: records each callback and answers {"Status":"OK"}.
+    ``bodies``: (Content-Type, body) of each; ``requests``: (path, headers, body) of each."""
 
     daemon_threads = True
 
     def __init__(self):
         self.bodies = []
+        self.requests = []
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.bodies.append((self.headers["Content-Type"], body))
+                outer.requests.append((self.path, dict(self.headers), body))
                 answer = b'{"Status":"OK"}'
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -14,7 +14,6 @@ import base64
 import hashlib
 import hmac
 import http.client
-import http.server
 import json
 import os
 import pathlib
@@ -22,7 +21,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 import urllib.parse
@@ -34,6 +32,7 @@ from tests import rsa_testkit as kit
 from tests.cloud_emulators import CredentialStore
 from tests.oss_emulator import BucketSpec, CorsRule, EmulatorServer
 from tests.support import REPO
+from tests.test_emulator_content_type import CallbackRecorder
 
 DATA = REPO / "tests" / "data"
 BUCKET = "examplebucket"
@@ -887,35 +886,6 @@ class ClockAndDate(EmulatorCase):
 
 # -- several buckets in one emulator ---------------------------------------------------------
 
-class CallbackRecorder(http.server.ThreadingHTTPServer):
-    """A loopback app server that records callbacks and answers {"Status":"OK"}."""
-
-    daemon_threads = True
-
-    def __init__(self):
-        self.requests = []
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                owner.requests.append((self.path, dict(self.headers), body))
-                answer = b'{"Status":"OK"}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d" % self.server_address[1]
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-
 EVIL, EVIL_AK, EVIL_SECRET, EVIL_REGION = "attackerbucket", "LTAIattacker", "evil-secret", \
     "cn-shanghai"
 
@@ -984,11 +954,10 @@ class SeveralBuckets(EmulatorCase):
 
     def test_an_upload_to_the_attackers_bucket_calls_back_signed_by_the_emulator(self):
         recorder = CallbackRecorder()
-        self.addCleanup(recorder.server_close)
-        self.addCleanup(recorder.shutdown)
+        self.addCleanup(recorder.stop)
         reply = self.emu.post_object(
             "loot/x.png", b"\x89PNG", bucket=EVIL, content_type="image/png",
-            callback={"callbackUrl": recorder.url + "/callback?x=1",
+            callback={"callbackUrl": recorder.url + "?x=1",
                       "callbackBody": "bucket=${bucket}&object=${object}&u=${x:user}"},
             callback_var={"x:user": "alice"})
         self.assertEqual((reply.status, reply.body), (200, b'{"Status":"OK"}'))
