@@ -17,38 +17,17 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import pathlib
 import re
-import shutil
-import tempfile
-import threading
 import time
 import unittest
 import urllib.request
 
 from tests import support
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # pragma: no cover - depends on the environment
-    sync_playwright = None
-
-SYSTEM_CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update"]
-ARTIFACTS = support.REPO / "tests" / "artifacts"
-
-AK_ID = "browser-test-ak"
-AK_SECRET = "browser-test-secret"
-BUCKET = "examplebucket"
-REGION = "cn-hangzhou"
+from tests.browser_support import (AK_ID, AK_SECRET, ARTIFACTS, BUCKET, REGION, TERMINAL_STATES,
+                                   TIMEOUT_MS, UPLOAD_DIR, BrowserCase)
 STS_TOKEN = "browser-test-sts-token/+="
-UPLOAD_DIR = "user-dir-prefix/"
 SIZE_LIMIT = 256 * 1024           # policy content-length-range max for the main app server
 RANDOM_ALPHABET = "ABCDEFGHJKMNPQRSTWXYZabcdefhijkmnprstwxyz2345678"
-TERMINAL_STATES = ("done", "callback-failed", "failed", "cancelled", "refused")
-TIMEOUT_MS = 20000
 SHORT_EXPIRY = 6                  # token lifetime (s) for the clock-skew test
 # Sign-in (OSS_TOKEN_AUTH=hmac): the main application's secret, and per-user folders.
 TICKET_SECRET = "browser-test-ticket-secret-0123456789abcdef"
@@ -79,83 +58,22 @@ def mint_ticket(user, lifetime=600, secret=TICKET_SECRET):
     return "%s.%d.%s" % (user, expiry, base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii"))
 
 
-def find_chromium(pw):
-    """(path, None) for the browser to drive, or (None, why none is there).
-
-    $CHROMIUM, when set, is the only choice (a wrong path is an error, not a fallback); else
-    Debian's /usr/bin/chromium; else Playwright's own Chromium, where it has been downloaded."""
-    chosen = os.environ.get("CHROMIUM")
-    if chosen:
-        if os.path.exists(chosen):
-            return chosen, None
-        return None, "CHROMIUM=%s does not exist" % chosen
-    if os.path.exists(SYSTEM_CHROMIUM):
-        return SYSTEM_CHROMIUM, None
-    try:
-        bundled = pw.chromium.executable_path
-    except Exception:  # pragma: no cover - depends on the Playwright version
-        bundled = ""
-    if bundled and os.path.exists(bundled):
-        return bundled, None
-    return None, ("no Chromium: CHROMIUM is not set, %s is missing (apt-get install -y chromium), "
-                  "and Playwright's own Chromium is missing (%s)"
-                  % (SYSTEM_CHROMIUM, bundled or "no path known"))
-
-
-class BrowserUploadTest(unittest.TestCase):
+class BrowserUploadTest(BrowserCase):
     """One browser, one emulator per behaviour, one app server per configuration."""
 
     @classmethod
-    def setUpClass(cls):
-        support.require(sync_playwright is not None,
-                        "Playwright for Python is not installed (pip install playwright)")
-        import appserver
-        from tests.oss_emulator import EmulatorServer
-
-        cls._cleanups = []
-        try:
-            cls._set_up(appserver, EmulatorServer)
-        except BaseException:
-            cls._tear_down()
-            raise
-
-    @classmethod
-    def _set_up(cls, appserver, EmulatorServer):
-        # The browser first: without one there is nothing to start the servers for.
-        cls.pw = sync_playwright().start()
-        cls._cleanups.append(cls.pw.stop)
-        executable, missing = find_chromium(cls.pw)
-        support.require(executable is not None, missing)
-        cls.browser = cls.pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        cls._cleanups.append(cls.browser.close)
-
-        cls.tmp = pathlib.Path(tempfile.mkdtemp(prefix="oss-browser-test-"))
-        cls._cleanups.append(lambda: shutil.rmtree(cls.tmp, ignore_errors=True))
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    def set_up_servers(cls):
         ignore = ARTIFACTS / ".gitignore"
         if not ignore.exists():
             ignore.write_text("# screenshots written by tests/test_browser.py\n*\n")
-
-        def emulator(name, **kw):
-            emu = EmulatorServer(root=cls.tmp / name, bucket=BUCKET, access_key_id=AK_ID,
-                                 access_key_secret=AK_SECRET, region=REGION,
-                                 cors_origins=("*",), host="127.0.0.1", port=0, **kw)
-            emu.start()
-            cls._cleanups.append(emu.stop)
-            return emu
+        emulator = cls.emulator
 
         cls.emu = emulator("bucket")
         # Slow enough that a large upload is still running when the test cancels it, fast enough
         # that what the sockets had already buffered when it was cancelled drains in seconds.
         cls.slow_emu = emulator("slow-bucket", throttle=2 * 1024 * 1024)
 
-        def app(emu, **kw):
-            fields = dict(access_key_id=AK_ID, access_key_secret=AK_SECRET, host=emu.url,
-                          bucket=BUCKET, region=REGION, upload_dir=UPLOAD_DIR,
-                          pub_key_url_prefixes=(emu.pub_key_url_prefix,))
-            fields.update(kw)
-            return cls._start_app(appserver, **fields)
-
+        app = cls.app
         cls.app_v1 = app(cls.emu, max_upload_bytes=SIZE_LIMIT)
         cls.app_v4 = app(cls.emu, signature_version="v4")
         # STS credentials: the token's fields carry x-oss-security-token, which the bucket
@@ -173,59 +91,12 @@ class BrowserUploadTest(unittest.TestCase):
                     "OSS_PUB_KEY_URL_PREFIXES": cls.emu.pub_key_url_prefix,
                     "OSS_TOKEN_AUTH": "hmac", "OSS_TOKEN_AUTH_SECRET": TICKET_SECRET,
                     "OSS_UPLOAD_DIR": USER_DIR, "OSS_ALLOWED_CONTENT_TYPES": ",".join(ALLOWED_TYPES)}
-        cls.app_auth = cls._start_app(appserver, env=auth_env)
+        cls.app_auth = app(cls.emu, env=auth_env)
         # One token per user a minute: the second page load is over the limit.
-        cls.app_rate = cls._start_app(appserver, env=dict(auth_env, OSS_TOKEN_RATE="1/minute"))
+        cls.app_rate = app(cls.emu, env=dict(auth_env, OSS_TOKEN_RATE="1/minute"))
         # Bucket host where nothing listens: the page must report a network/CORS failure.
         cls.dead_host = "http://127.0.0.1:%d" % support.free_port()
-        cls.app_dead = cls._start_app(appserver, access_key_id=AK_ID, access_key_secret=AK_SECRET,
-                                      host=cls.dead_host, bucket=BUCKET, region=REGION,
-                                      upload_dir=UPLOAD_DIR)
-
-    @classmethod
-    def _start_app(cls, appserver, env=None, **fields):
-        """Start an app server whose callback_url is its own URL (as in a real deployment),
-        configured by Config fields or, with ``env``, by environment variables.
-
-        The URL is only known once the port is, so the port is reserved first."""
-        last_error = None
-        for _ in range(5):
-            port = support.free_port()
-            url = "http://127.0.0.1:%d" % port
-            if env is not None:
-                config = appserver.config_from_env(dict(env, OSS_CALLBACK_URL=url + "/"),
-                                                   server_url=url + "/")
-            else:
-                config = appserver.Config(callback_url=url + "/", **fields)
-            try:
-                server = appserver.make_server(config, "127.0.0.1", port)
-            except OSError as exc:  # the port was taken in between; try another
-                last_error = exc
-                continue
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                      daemon=True, name="appserver-browser-test")
-            thread.start()
-
-            def stop(server=server, thread=thread):
-                server.shutdown()
-                server.server_close()
-                thread.join(10)
-            cls._cleanups.append(stop)
-            return url
-        raise last_error
-
-    @classmethod
-    def tearDownClass(cls):
-        cls._tear_down()
-
-    @classmethod
-    def _tear_down(cls):
-        while cls._cleanups:
-            fn = cls._cleanups.pop()
-            try:
-                fn()
-            except Exception:  # keep tearing down the rest
-                pass
+        cls.app_dead = app(cls.emu, host=cls.dead_host)
 
     # ------------------------------------------------------------------ helpers
 
@@ -272,9 +143,6 @@ class BrowserUploadTest(unittest.TestCase):
         self.assertTrue(page.locator("#server-field").is_hidden())
         return page
 
-    def row(self, page, name):
-        return page.locator('#file-list li.file[data-file-name="%s"]' % name)
-
     def wait_terminal(self, page, name, timeout=TIMEOUT_MS):
         page.wait_for_function(
             """([name, states]) => {
@@ -299,12 +167,6 @@ class BrowserUploadTest(unittest.TestCase):
     def screenshot(self, page, name):
         page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
-    def write_file(self, name, data):
-        path = self.tmp / "files" / self.id().rsplit(".", 1)[-1] / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        return str(path)
-
     def stored_type(self, emu, key):
         """The Content-Type the emulator serves the object with (the type OSS stored)."""
         request = urllib.request.Request(emu.url + "/" + key, method="HEAD")
@@ -317,14 +179,6 @@ class BrowserUploadTest(unittest.TestCase):
 
     def requests_to(self, requests, base_url):
         return [r for r in requests if r.url == base_url or r.url.startswith(base_url + "/")]
-
-    def stored(self, emu, key, timeout=5.0):
-        path = emu.object_path(key)
-        deadline = time.monotonic() + timeout
-        while not path.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.assertTrue(path.exists(), "object %r is not in the emulator's storage" % key)
-        return path.read_bytes()
 
     # ------------------------------------------------------------------ tests
 
