@@ -5,6 +5,7 @@ is written says nothing about the request; the record's own time must be its arr
 """
 
 import logging
+import sys
 import socket
 import threading
 import time
@@ -147,3 +148,34 @@ class BatchedWrites(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class LineFormat(unittest.TestCase):
+    """python appserver.py formats its lines with LogFormatter, which formats the date and
+    time once a second: its lines must be logging.Formatter's, to the millisecond."""
+
+    def record(self, created, exc_info=None):
+        record = logging.LogRecord("appserver.access", logging.INFO, __file__, 1,
+                                   '%s "%s %s"', ("127.0.0.1", "GET", "/"), exc_info)
+        record.created, record.msecs = created, (created % 1) * 1000
+        return record
+
+    def test_lines_match_logging_formatter_as_seconds_go_forward_and_back(self):
+        # Access-log records carry arrival times, so they reach the formatter out of order.
+        ours, stdlib = appserver.LogFormatter(), logging.Formatter(appserver.LOG_FORMAT)
+        for created in (1700000000.25, 1700000000.999, 1700000001.0, 1700000000.5,
+                        1700003600.75, time.time()):
+            record = self.record(created)
+            self.assertEqual(ours.format(record), stdlib.format(record))
+        self.assertRegex(ours.format(self.record(1700000000.25)),
+                         r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,250 INFO appserver.access: '
+                         r'127.0.0.1 "GET /"$')
+
+    def test_a_traceback_is_kept(self):
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            record = self.record(1700000000.5, exc_info=sys.exc_info())
+        line = appserver.LogFormatter().format(record)
+        self.assertIn("Traceback", line)
+        self.assertIn("RuntimeError: boom", line)
