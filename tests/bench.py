@@ -568,6 +568,22 @@ def print_before(args, measured, connections=8):
     return ok
 
 
+def print_token_auth(rps, ratio, connections=8):
+    print("\n## Token authorization cost (c=%d, %d interleaved pairs)\n" % (connections,
+                                                                          len(rps["plain"])))
+    print("| server | token req/s (median) | runs |")
+    print("|---|---:|---|")
+    for name, label in (("plain", "OSS_TOKEN_AUTH=none"),
+                        ("auth", "OSS_TOKEN_AUTH=hmac + OSS_TOKEN_RATE (never reached)")):
+        runs = sorted(rps[name])
+        print("| %s | %s | %s |" % (label, rate(runs[len(runs) // 2]),
+                                    ", ".join(rate(r) for r in rps[name])))
+    print("\n- %s token throughput with hmac tickets and rate limiting: %.2f of the throughput "
+          "without (median of pair ratios; target >= 0.80)" % ("PASS" if ratio >= 0.8
+                                                              else "MISS", ratio))
+    return ratio >= 0.8
+
+
 def per_op_seconds(statement, repeat=9):
     """The best of ``repeat`` timings: other processes only ever add time."""
     timer = timeit.Timer(statement)
