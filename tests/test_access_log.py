@@ -146,10 +146,6 @@ class BatchedWrites(unittest.TestCase):
         self.assertEqual(self.stream.writes, ["from a request thread\n"])
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class LineFormat(unittest.TestCase):
     """python appserver.py formats its lines with LogFormatter, which formats the date and
     time once a second: its lines must be logging.Formatter's, to the millisecond."""
@@ -179,3 +175,7 @@ class LineFormat(unittest.TestCase):
         line = appserver.LogFormatter().format(record)
         self.assertIn("Traceback", line)
         self.assertIn("RuntimeError: boom", line)
+
+
+if __name__ == "__main__":
+    unittest.main()
