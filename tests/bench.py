@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: the app server against a stdlib baseline, side by side, in one run.
 
-    python3 tests/bench.py                 # 5 s per wrk run: about 6 minutes in all
+    python3 tests/bench.py                 # 5 s per wrk run: about 15 minutes in all
     python3 tests/bench.py --duration 2    # a quicker, noisier run
     python3 tests/bench.py --module-dir ../old-checkout   # another appserver.py, same bench
 
