@@ -294,7 +294,9 @@ class BrowserCase(unittest.TestCase):
         row = self.row(page, name)
         return {"state": row.get_attribute("data-state"),
                 "text": row.locator(".file-state").text_content(),
-                "object": row.locator(".file-object").text_content()}
+                "result": row.locator(".file-result-text").text_content(),
+                "object": row.locator(".file-object").text_content(),
+                "detail": row.locator(".file-detail").text_content()}
 
     def write_file(self, name, data):
         path = self.tmp / "files" / self.id().rsplit(".", 1)[-1] / name

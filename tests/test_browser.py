@@ -23,7 +23,7 @@ import unittest
 import urllib.request
 
 from tests import support
-from tests.browser_support import (AK_ID, AK_SECRET, ARTIFACTS, BUCKET, REGION, TERMINAL_STATES,
+from tests.browser_support import (AK_ID, AK_SECRET, ARTIFACTS, BUCKET, REGION,
                                    TIMEOUT_MS, UPLOAD_DIR, BrowserCase)
 STS_TOKEN = "browser-test-sts-token/+="
 SIZE_LIMIT = 256 * 1024           # policy content-length-range max for the main app server
@@ -142,22 +142,6 @@ class BrowserUploadTest(BrowserCase):
         # Served over http: no server-URL field, the page's own origin gives the token.
         self.assertTrue(page.locator("#server-field").is_hidden())
         return page
-
-    def wait_terminal(self, page, name, timeout=TIMEOUT_MS):
-        page.wait_for_function(
-            """([name, states]) => {
-                 const li = [...document.querySelectorAll('#file-list li.file')]
-                   .find(el => el.dataset.fileName === name);
-                 return li && states.includes(li.dataset.state);
-               }""", arg=[name, list(TERMINAL_STATES)], timeout=timeout)
-        row = self.row(page, name)
-        return {
-            "state": row.get_attribute("data-state"),
-            "text": row.locator(".file-state").text_content(),
-            "result": row.locator(".file-result-text").text_content(),
-            "object": row.locator(".file-object").text_content(),
-            "detail": row.locator(".file-detail").text_content(),
-        }
 
     def assert_done(self, page, name):
         info = self.wait_terminal(page, name)
