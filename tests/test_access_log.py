@@ -146,6 +146,128 @@ class BatchedWrites(unittest.TestCase):
         self.assertEqual(self.stream.writes, ["from a request thread\n"])
 
 
+class SinkStalledAt(logging.Handler):
+    """Keeps each record's path; stalls on the first record whose path is ``stall_at``."""
+
+    def __init__(self, stall_at):
+        super().__init__()
+        self.stall_at = stall_at
+        self.paths = []
+        self.stalled = threading.Event()
+        self.resume = threading.Event()
+
+    def handle(self, record):
+        # Without Handler's lock: a thread stalled here must not hold up the others on it.
+        self.emit(record)
+        return True
+
+    def emit(self, record):
+        path = record.args[2]
+        if path == self.stall_at and not self.stalled.is_set():
+            self.stalled.set()
+            self.resume.wait(10)
+        self.paths.append(path)
+
+
+class RequestThreadsHelp(unittest.TestCase):
+    """Past ACCESS_LOG_HELP_AT waiting records, the threads that queue lines write a batch of
+    the backlog too, so a busy CPU does not leave the writer thread behind and dropping."""
+
+    def setUp(self):
+        self.sink = SinkStalledAt("/stall")
+        self.logger = logging.getLogger("test.help.%d" % id(self))
+        self.logger.propagate = False
+        self.logger.setLevel(logging.INFO)
+        self.logger.addHandler(self.sink)
+        self.access_log = appserver.AccessLogQueue(self.logger)
+        self.access_log.listener.stop()  # no writer thread until start_writer(): only helpers
+        self.writer_started = False
+        self.addCleanup(self.access_log.close)
+        self.addCleanup(lambda: self.writer_started or self.start_writer())
+        self.addCleanup(self.sink.resume.set)
+
+    def start_writer(self):
+        self.writer_started = True
+        self.access_log.listener.start()
+
+    def record(self, path, **options):
+        self.access_log.record(time.time(), "127.0.0.1", "GET", path, 200, 1, 0.1, **options)
+
+    def in_thread(self, function):
+        thread = threading.Thread(target=function, daemon=True)
+        thread.start()
+        return thread
+
+    def test_a_backlog_past_the_threshold_is_written_by_request_threads_in_order(self):
+        paths = ["/n%d" % i for i in range(appserver.ACCESS_LOG_HELP_AT + 200)]
+        for path in paths[:appserver.ACCESS_LOG_HELP_AT - 1]:
+            self.record(path)
+        self.assertEqual(self.sink.paths, [])  # below the threshold: left to the writer
+        for path in paths[appserver.ACCESS_LOG_HELP_AT - 1:]:
+            self.record(path)
+        waiting = self.access_log.handler.queue.qsize()
+        self.assertLess(waiting, appserver.ACCESS_LOG_HELP_AT)
+        self.assertEqual(self.sink.paths, paths[:len(paths) - waiting])
+        self.start_writer()
+        self.assertTrue(self.access_log.flush(5))
+        self.assertEqual(self.sink.paths, paths)
+        self.assertEqual(self.access_log.handler.dropped, 0)
+
+    def test_the_accept_loop_never_helps(self):
+        for i in range(appserver.ACCESS_LOG_HELP_AT + 100):
+            self.record("/n%d" % i, may_help=False)
+        self.assertEqual(self.sink.paths, [])
+        self.assertEqual(self.access_log.handler.queue.qsize(), appserver.ACCESS_LOG_HELP_AT + 100)
+
+    def test_a_stalled_sink_holds_up_one_helper_and_the_other_threads_go_on(self):
+        self.record("/stall")
+        for i in range(appserver.ACCESS_LOG_HELP_AT - 2):
+            self.record("/n%d" % i)
+        helper = self.in_thread(lambda: self.record("/helps"))
+        self.assertTrue(self.sink.stalled.wait(5))
+        other = self.in_thread(lambda: [self.record("/more%d" % i) for i in range(100)])
+        other.join(5)
+        self.assertFalse(other.is_alive(), "a second thread waited on the stalled sink")
+        self.assertTrue(helper.is_alive())
+        self.sink.resume.set()
+        helper.join(5)
+        self.start_writer()
+        self.assertTrue(self.access_log.flush(5))
+        self.assertEqual(len(self.sink.paths), appserver.ACCESS_LOG_HELP_AT + 100)
+        self.assertEqual(self.sink.paths[0], "/stall")
+
+    def test_a_flush_marker_is_left_for_the_writer_thread(self):
+        for i in range(5):
+            self.record("/before%d" % i)
+        flushed = []
+        flusher = self.in_thread(lambda: flushed.append(self.access_log.flush(5)))
+        while self.access_log.handler.queue.qsize() < 6:
+            time.sleep(0.001)
+        for i in range(appserver.ACCESS_LOG_HELP_AT):
+            self.record("/after%d" % i)
+        self.assertEqual(self.sink.paths, ["/before%d" % i for i in range(5)])
+        self.assertEqual(flushed, [])
+        self.start_writer()
+        flusher.join(5)
+        self.assertEqual(flushed, [True])
+        self.assertTrue(self.access_log.flush(5))
+        self.assertEqual(len(self.sink.paths), 5 + appserver.ACCESS_LOG_HELP_AT)
+
+    def test_a_flush_waits_for_the_lines_a_request_thread_is_writing(self):
+        self.record("/stall")  # the first record: a helper takes it, and stalls on it
+        for i in range(appserver.ACCESS_LOG_HELP_AT - 2):
+            self.record("/n%d" % i)
+        helper = self.in_thread(lambda: self.record("/helps"))
+        self.assertTrue(self.sink.stalled.wait(5))
+        self.start_writer()  # the writer writes everything else...
+        self.assertFalse(self.access_log.flush(0.5))  # ...but the helper's batch is not written
+        self.sink.resume.set()
+        self.assertTrue(self.access_log.flush(5))
+        helper.join(5)
+        self.assertCountEqual(self.sink.paths, ["/stall", "/helps"] + [
+            "/n%d" % i for i in range(appserver.ACCESS_LOG_HELP_AT - 2)])
+
+
 class LineFormat(unittest.TestCase):
     """python appserver.py formats its lines with LogFormatter, which formats the date and
     time once a second: its lines must be logging.Formatter's, to the millisecond."""
