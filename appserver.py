@@ -3567,10 +3567,12 @@ class AppRequestHandler(socketserver.StreamRequestHandler):
         except OSError:
             self.close_connection = True
         size = 0 if self.method == "HEAD" or response.status == 204 else len(response.body)
-        # The query is dropped: it can carry tokens.
+        # The query is dropped: it can carry tokens. Once the server is stopping, a thread
+        # that helps write the log could hold up the shutdown on a stalled log sink.
         self.server.access_log.record(
             self.arrived, self.client_address[0], self.method, self.target.partition("?")[0],
-            response.status, size, (time.monotonic() - self.started) * 1000, response.note)
+            response.status, size, (time.monotonic() - self.started) * 1000, response.note,
+            may_help=not self.server.stopping)
 
 
 class _AccessLogBuffer:
@@ -3586,6 +3588,7 @@ class _AccessLogBuffer:
         self._backlog = backlog
         self._interval = interval
         self._wake = threading.Event()
+        self._taking = threading.Lock()  # the writer and a helping request thread take in turn
 
     def put_nowait(self, item):
         if len(self._items) >= self._backlog:
@@ -3607,25 +3610,19 @@ class _AccessLogBuffer:
         """Up to ``most`` records from the front, for a request thread that helps the writer.
         A flush marker or the stop sentinel stays where it is: only the writer thread serves
         them."""
-        records = []
-        while len(records) < most:
-            try:
-                item = self._items.popleft()
-            except IndexError:
-                break
-            if not isinstance(item, logging.LogRecord):
-                self._items.appendleft(item)
-                break
-            records.append(item)
+        records, items = [], self._items
+        with self._taking:
+            while items and len(records) < most and isinstance(items[0], logging.LogRecord):
+                records.append(items.popleft())
         return records
 
     def get(self, block: bool = True):
         while True:
-            try:
-                return self._items.popleft()
-            except IndexError:
-                if not block:
-                    raise queue.Empty from None
+            with self._taking:
+                if self._items:
+                    return self._items.popleft()
+            if not block:
+                raise queue.Empty
             self._wake.wait(self._interval)
             self._wake.clear()
 
@@ -3754,8 +3751,9 @@ class _AccessLogWriter(logging.handlers.QueueListener):
     Past ACCESS_LOG_HELP_AT waiting records, request threads help (see help()).
     """
 
-    def __init__(self, queue, logger: logging.Logger):
-        super().__init__(queue)
+    def __init__(self, queue_handler: _DroppingQueueHandler, logger: logging.Logger):
+        super().__init__(queue_handler.queue)
+        self.queue_handler = queue_handler
         self.logger = logger
         self._lines = 0
         self._helping = threading.Lock()
@@ -3776,11 +3774,17 @@ class _AccessLogWriter(logging.handlers.QueueListener):
         holding = self._lines < ACCESS_LOG_BATCH and self.queue.qsize() > 0
         _writer_batch.holding = holding
         try:
-            self.logger.handle(record)
+            self._write(record)
         finally:
             _writer_batch.holding = False
         if not holding:
             self._write_held()
+
+    def _write(self, record):
+        try:
+            self.logger.handle(record)
+        except Exception:  # an embedder's filter or handler that raises: one line lost, counted
+            self.queue_handler.dropped += 1
 
     def _write_held(self):
         self._lines = 0
@@ -3796,14 +3800,17 @@ class _AccessLogWriter(logging.handlers.QueueListener):
         With every CPU busy the writer thread wins too little of the GIL from the request
         threads to keep up: at 64 connections it wrote two lines in three, and dropped the
         rest. The threads that make the lines then write some too. One helper at a time,
-        the others go on: a stalled log sink holds up one connection, not every thread."""
+        the others go on: a log sink that stalls holds up one connection (and a shutdown,
+        which waits for it, until the sink drains), not every thread. A helper's lines can
+        overtake the one line the writer has taken and not yet written; lines were never in
+        arrival order, and each carries its arrival time."""
         if not self._helping.acquire(blocking=False):
             return
         try:
             _writer_batch.holding = True
             try:
                 for record in self.queue.take_records(ACCESS_LOG_BATCH):
-                    self.logger.handle(record)
+                    self._write(record)
             finally:
                 _writer_batch.holding = False
                 _write_held_lines()
@@ -3829,7 +3836,7 @@ class AccessLogQueue:
     def __init__(self, logger: logging.Logger = access_log, backlog: int = ACCESS_LOG_BACKLOG):
         self.logger = logger
         self.handler = _DroppingQueueHandler(backlog)
-        self.listener = _AccessLogWriter(self.handler.queue, logger)
+        self.listener = _AccessLogWriter(self.handler, logger)
         # LogRecord.__init__ asks the kernel for the pid and splits a file name for every
         # record: a tenth of a token's serving time in a profile under load. Records are
         # copies of this one instead, with their own time, thread and arguments.
@@ -3864,7 +3871,7 @@ class AccessLogQueue:
         if self.handler.dropped and not self.handler.queue.full():
             dropped, self.handler.dropped = self.handler.dropped, 0
             self.handler.handle(self._make_record(
-                logging.WARNING, "%d access-log lines dropped: log output too slow",
+                logging.WARNING, "%d access-log lines dropped: log output too slow or failing",
                 (dropped,), time.time()))
         self.handler.handle(self._make_record(
             logging.INFO, ACCESS_LINE,

@@ -162,7 +162,7 @@ class SinkStalledAt(logging.Handler):
         return True
 
     def emit(self, record):
-        path = record.args[2]
+        path = record.args[2] if len(record.args) == 7 else record.getMessage()
         if path == self.stall_at and not self.stalled.is_set():
             self.stalled.set()
             self.resume.wait(10)
@@ -213,11 +213,67 @@ class RequestThreadsHelp(unittest.TestCase):
         self.assertEqual(self.sink.paths, paths)
         self.assertEqual(self.access_log.handler.dropped, 0)
 
-    def test_the_accept_loop_never_helps(self):
-        for i in range(appserver.ACCESS_LOG_HELP_AT + 100):
+    def fill_to_the_threshold(self):
+        for i in range(appserver.ACCESS_LOG_HELP_AT):
             self.record("/n%d" % i, may_help=False)
         self.assertEqual(self.sink.paths, [])
-        self.assertEqual(self.access_log.handler.queue.qsize(), appserver.ACCESS_LOG_HELP_AT + 100)
+
+    def serve_with_this_access_log(self):
+        server, _ = start_app_server(appserver.Config())
+        own = server.access_log
+        server.access_log = self.access_log
+        self.addCleanup(own.close)
+        self.addCleanup(stop_app_server, server)
+        return server
+
+    def test_the_accept_loop_never_helps(self):
+        server = self.serve_with_this_access_log()
+        self.fill_to_the_threshold()
+        refused, peer = socket.socketpair()
+        self.addCleanup(peer.close)
+        server._refuse_over_capacity(refused, ("127.0.0.1", 1))
+        self.assertIn(b" 503 ", peer.recv(4096))
+        self.assertEqual(self.sink.paths, [])
+        self.assertEqual(self.access_log.handler.queue.qsize(), appserver.ACCESS_LOG_HELP_AT + 1)
+
+    def test_a_request_answered_while_the_server_stops_does_not_help(self):
+        server = self.serve_with_this_access_log()
+        self.fill_to_the_threshold()
+        with socket.create_connection(server.server_address, timeout=5) as sock:
+            sock.sendall(b"GET /late HTTP/1.1\r\n")
+            deadline = time.monotonic() + 5
+            while not any(not idle for _, idle in server._watched.values()):
+                self.assertLess(time.monotonic(), deadline, "the request line was not read")
+                time.sleep(0.005)
+            server.stopping = True
+            sock.sendall(b"Host: x\r\n\r\n")
+            self.assertIn(b" 404 ", sock.recv(4096))
+        deadline = time.monotonic() + 5
+        while self.access_log.handler.queue.qsize() == appserver.ACCESS_LOG_HELP_AT:
+            self.assertLess(time.monotonic(), deadline, "no access-log record")
+            time.sleep(0.005)
+        self.assertEqual(self.sink.paths, [])
+
+    def test_a_line_that_fails_to_log_is_counted_and_the_rest_are_written(self):
+        def refuse_bad(record):
+            if record.args[2:3] == ("/bad",):
+                raise ValueError("a filter that raises")
+            return True
+        self.logger.addFilter(refuse_bad)
+        self.record("/bad", may_help=False)
+        for i in range(appserver.ACCESS_LOG_HELP_AT - 1):
+            self.record("/n%d" % i)  # the last one helps, and takes /bad first
+        self.assertEqual(self.sink.paths, ["/n%d" % i for i in range(len(self.sink.paths))])
+        self.assertGreater(len(self.sink.paths), 0)
+        self.assertEqual(self.access_log.handler.dropped, 1)
+        self.start_writer()
+        self.record("/bad", may_help=False)  # reports the first, and fails in the writer
+        self.record("/last", may_help=False)
+        self.assertTrue(self.access_log.flush(5))
+        self.assertEqual(self.sink.paths[-2:], ["1 access-log lines dropped: log output too "
+                                                "slow or failing", "/last"])
+        self.assertEqual(len(self.sink.paths), appserver.ACCESS_LOG_HELP_AT + 1)
+        self.assertEqual(self.access_log.handler.dropped, 1)  # the writer thread's, counted
 
     def test_a_stalled_sink_holds_up_one_helper_and_the_other_threads_go_on(self):
         self.record("/stall")
