@@ -3653,8 +3653,9 @@ class _DroppingQueueHandler(logging.handlers.QueueHandler):
 
 
 class _WriterBatch(threading.local):
-    """Per thread: whether a BatchingStreamHandler may hold lines back (only ever true in the
-    access-log writer thread), and which handlers hold some."""
+    """Per thread: whether a BatchingStreamHandler may hold lines back (only ever true while
+    the access-log writer thread, or a request thread helping it, writes a batch), and which
+    handlers hold some."""
 
     holding = False
 
@@ -3688,11 +3689,12 @@ class LogFormatter(logging.Formatter):
 
 
 class BatchingStreamHandler(logging.StreamHandler):
-    """A StreamHandler that lets the access-log writer thread put up to ACCESS_LOG_BATCH lines
-    in one write. Written one by one, each line's write gave the GIL away, and the writer had
-    to win it back from every request thread once per line: at 64 busy connections it fell
-    behind and dropped a quarter of the lines. Lines from any other thread are written at
-    once, after the held ones, so the order stays. ``python appserver.py`` logs through one."""
+    """A StreamHandler that lets the access-log writer thread (or a request thread helping it)
+    put up to ACCESS_LOG_BATCH lines in one write. Written one by one, each line's write gave
+    the GIL away, and the writer had to win it back from every request thread once per line:
+    at 64 busy connections it fell behind and dropped a quarter of the lines. Any other line
+    is written at once, after the held ones, so the order stays. ``python appserver.py`` logs
+    through one."""
 
     def __init__(self, stream=None):
         super().__init__(stream)
