@@ -5,6 +5,7 @@ is written says nothing about the request; the record's own time must be its arr
 """
 
 import logging
+import re
 import sys
 import socket
 import threading
@@ -322,6 +323,91 @@ class RequestThreadsHelp(unittest.TestCase):
         helper.join(5)
         self.assertCountEqual(self.sink.paths, ["/stall", "/helps"] + [
             "/n%d" % i for i in range(appserver.ACCESS_LOG_HELP_AT - 2)])
+
+
+class StringStream:
+    def __init__(self):
+        self.text = []
+
+    def write(self, text):
+        self.text.append(text)
+
+    def flush(self):
+        pass
+
+
+class PlainRoute(unittest.TestCase):
+    """With python appserver.py's own setup (one BatchingStreamHandler and a LogFormatter),
+    the writer formats each line itself: the lines must be those logging would have written.
+    Anything else on the way (a filter, another handler, another formatter) goes through
+    logging."""
+
+    def make_logger(self, name):
+        logger = logging.getLogger("test.route.%s.%d" % (name, id(self)))
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        handler = appserver.BatchingStreamHandler(StringStream())
+        handler.setFormatter(appserver.LogFormatter())
+        logger.addHandler(handler)
+        return logger, handler
+
+    def lines(self, logger):
+        access_log = appserver.AccessLogQueue(logger)
+        for i, arrived in enumerate((1700000000.25, 1700000000.9996, 1700000001.0,
+                                     1700000000.5, 1700003600.0005)):
+            access_log.record(arrived, "127.0.0.1", "GET", "/p%d" % i, 200, 10 * i, 1.25 * i,
+                              "object=a size=%d" % i if i % 2 else "")
+        access_log.handler.dropped = 3  # reported on the next record, as a WARNING line
+        access_log.record(1700000002.5, "::1", "POST", "/\x1b[31m", 400, 0, 0.05)
+        self.assertTrue(access_log.flush(5))
+        access_log.close()
+        # The dropped-lines warning is stamped when it is made, not with an arrival time.
+        return re.sub(r"^[-0-9]+ [:0-9]+,[0-9]+ WARNING", "<time> WARNING",
+                      "".join(logger.handlers[0].stream.text), flags=re.M)
+
+    def test_the_writers_lines_are_the_lines_logging_writes(self):
+        logger, handler = self.make_logger("same")
+        self.assertIs(appserver.plain_access_route(logger), handler)
+        ours = self.lines(logger)
+        handler.stream.text.clear()
+        logger.addFilter(lambda record: True)  # changes nothing, but takes logging's route
+        self.assertIsNone(appserver.plain_access_route(logger))
+        self.assertEqual(ours, self.lines(logger))
+        self.assertEqual(ours.count("\n"), 7)
+        self.assertIn("<time> WARNING", ours)
+        self.assertIn(",999 INFO", ours)
+
+    def test_a_child_logger_reaches_its_parents_handler(self):
+        parent, handler = self.make_logger("parent")
+        child = logging.getLogger(parent.name + ".access")
+        self.assertIs(appserver.plain_access_route(child), handler)
+        child.propagate = False
+        self.assertIsNone(appserver.plain_access_route(child))
+
+    def test_a_filter_another_handler_or_formatter_takes_loggings_route(self):
+        for change in (lambda logger, handler: logger.addFilter(lambda r: True),
+                       lambda logger, handler: handler.addFilter(lambda r: True),
+                       lambda logger, handler: logger.addHandler(logging.NullHandler()),
+                       lambda logger, handler: handler.setFormatter(logging.Formatter()),
+                       lambda logger, handler: handler.setLevel(logging.WARNING)):
+            logger, handler = self.make_logger("changed")
+            change(logger, handler)
+            self.assertIsNone(appserver.plain_access_route(logger))
+
+    def test_a_filter_added_while_serving_sees_the_next_lines(self):
+        logger, handler = self.make_logger("later")
+        access_log = appserver.AccessLogQueue(logger)
+        self.addCleanup(access_log.close)
+        access_log.record(time.time(), "127.0.0.1", "GET", "/before", 200, 1, 0.1)
+        self.assertTrue(access_log.flush(5))
+        handler.addFilter(lambda record: "/secret" not in record.getMessage())
+        for path in ("/secret", "/after"):
+            access_log.record(time.time(), "127.0.0.1", "GET", path, 200, 1, 0.1)
+        self.assertTrue(access_log.flush(5))
+        text = "".join(handler.stream.text)
+        self.assertIn("/before", text)
+        self.assertIn("/after", text)
+        self.assertNotIn("/secret", text)
 
 
 class LineFormat(unittest.TestCase):

@@ -57,6 +57,30 @@ class CallbackFieldRules(unittest.TestCase):
             appserver.parse_callback_fields("application/json", b"[" * 100000)
 
 
+class FormFields(unittest.TestCase):
+    """A form body is read as urllib.parse.parse_qsl reads it (the stdlib is the reference
+    here): last value of a repeated name, '+' as a space, blank values kept, escapes decoded
+    as UTF-8 with U+FFFD for bytes that are not."""
+
+    def test_fields_are_those_parse_qsl_finds(self):
+        for text in ("bucket=b&object=user-dir-prefix%2Fa+b.png&size=3",
+                     "a=1&a=2", "a&b=&=c&&", "", "&", "=", "a==b", "+=+", "a+b%20c=d+e%2Bf",
+                     "x=%E4%BD%A0%E5%A5%BD", "x=%ff%fe", "x=%zz&y=%2", "x=%", "x=%%41",
+                     "\u4f60=\u597d", "k=v;w=z", "a=%0d%0a", "name=%C3%A9t%C3%A9"):
+            with self.subTest(text=text):
+                self.assertEqual(appserver.form_fields(text, 1000),
+                                 dict(urllib.parse.parse_qsl(text, keep_blank_values=True)))
+
+    def test_more_fields_than_the_limit_are_refused_as_parse_qsl_refuses_them(self):
+        at_limit, over = "&".join(["a=1"] * 1000), "&".join(["a=1"] * 1001)
+        self.assertEqual(appserver.form_fields(at_limit, 1000), {"a": "1"})
+        urllib.parse.parse_qsl(at_limit, max_num_fields=1000)
+        with self.assertRaises(ValueError):
+            urllib.parse.parse_qsl(over, max_num_fields=1000)
+        with self.assertRaises(ValueError):
+            appserver.form_fields(over, 1000)
+
+
 class SignedBodies(unittest.TestCase):
     body_type = FORM
 
