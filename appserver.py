@@ -3749,13 +3749,14 @@ class BatchingStreamHandler(logging.StreamHandler):
 
     def emit(self, record):
         try:
-            self.emit_line(self.format(record) + self.terminator)
+            self.emit_lines(self.format(record) + self.terminator)
         except Exception:
             self.handleError(record)
 
-    def emit_line(self, line: str):
+    def emit_lines(self, text: str):
+        """Write formatted lines, each ending in the terminator (held while in a batch)."""
         with self.lock:
-            self._held.append(line)
+            self._held.append(text)
         if _writer_batch.holding:
             _writer_batch.handlers.add(self)
         else:
@@ -3782,10 +3783,10 @@ def log_to_stream(stream, level: int = logging.INFO):
 def plain_access_route(logger: logging.Logger) -> Optional[BatchingStreamHandler]:
     """The one handler a record of ``logger`` at INFO reaches, when nothing on its way can
     drop, change or copy it: no filter, no other handler, no formatter but a LogFormatter
-    (as log_to_stream sets up). The access-log writer then hands that handler the formatted
-    line itself: logging's own route (Logger.handle, callHandlers, Handler.handle, three
-    loggers' filters and a lock) cost more than the line's formatting. None otherwise: the
-    records go through logging."""
+    (as log_to_stream sets up). The access-log writer then formats a batch of lines and
+    hands that handler the text: logging's own route for each line (Logger.handle,
+    callHandlers, Handler.handle, the filters, a lock) cost more than its formatting. None
+    otherwise: the records go through logging, one by one."""
     found = None
     current = logger
     while current is not None:
@@ -3819,7 +3820,8 @@ class _AccessLogWriter(logging.handlers.QueueListener):
     """The writer thread's end: records go to the access logger's handlers (and its
     parents'), so that the access log is configured like any other logger; a flush marker is
     set once everything before it is written. While more records wait, BatchingStreamHandlers
-    hold their lines, up to ACCESS_LOG_BATCH.
+    hold their lines, up to ACCESS_LOG_BATCH; on a plain_access_route the writer formats up
+    to ACCESS_LOG_BATCH lines itself and hands them over as one text.
 
     Past ACCESS_LOG_HELP_AT waiting records, request threads help (see help()).
     """
@@ -3830,7 +3832,6 @@ class _AccessLogWriter(logging.handlers.QueueListener):
         self.logger = logger
         self._lines = 0
         self._helping = threading.Lock()
-        self._route = None  # plain_access_route, looked up again for each batch
 
     def dequeue(self, block):
         item = super().dequeue(block)
@@ -3845,25 +3846,40 @@ class _AccessLogWriter(logging.handlers.QueueListener):
                 record.set()
             return
         if self._lines == 0:
-            self._route = plain_access_route(self.logger)
+            route = plain_access_route(self.logger)
+            if route is not None:  # this record and what else waits, as one write
+                self._write_plain(route, [record] + self.queue.take_records(
+                    ACCESS_LOG_BATCH - 1))
+                self._write_held()
+                return
         self._lines += 1
         holding = self._lines < ACCESS_LOG_BATCH and self.queue.qsize() > 0
         _writer_batch.holding = holding
         try:
-            self._write(record, self._route)
+            self._write(record)
         finally:
             _writer_batch.holding = False
         if not holding:
             self._write_held()
 
-    def _write(self, record, route: Optional[BatchingStreamHandler]):
+    def _write(self, record):
         try:
-            if route is None:
-                self.logger.handle(record)
-            else:
-                route.emit_line(route.formatter.format_plain(record) + route.terminator)
+            self.logger.handle(record)
         except Exception:  # an embedder's filter or handler that raises: one line lost, counted
             self.queue_handler.dropped += 1
+
+    def _write_plain(self, route: BatchingStreamHandler, records: list):
+        format_plain, terminator = route.formatter.format_plain, route.terminator
+        lines = []
+        for record in records:
+            try:
+                lines.append(format_plain(record) + terminator)
+            except Exception:
+                self.queue_handler.dropped += 1
+        try:
+            route.emit_lines("".join(lines))
+        except Exception:  # a broken sink
+            self.queue_handler.dropped += len(lines)
 
     def _write_held(self):
         self._lines = 0
@@ -3889,8 +3905,12 @@ class _AccessLogWriter(logging.handlers.QueueListener):
             _writer_batch.holding = True
             try:
                 route = plain_access_route(self.logger)
-                for record in self.queue.take_records(ACCESS_LOG_BATCH):
-                    self._write(record, route)
+                records = self.queue.take_records(ACCESS_LOG_BATCH)
+                if route is not None:
+                    self._write_plain(route, records)
+                else:
+                    for record in records:
+                        self._write(record)
             finally:
                 _writer_batch.holding = False
                 _write_held_lines()

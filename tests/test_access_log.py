@@ -135,11 +135,17 @@ class BatchedWrites(unittest.TestCase):
             self.access_log.record(time.time(), "127.0.0.1", "GET", "/n%d" % i, 200, 1, 0.1)
         self.stream.release.set()
         self.assertTrue(self.access_log.flush(5))
-        lines = "".join(self.stream.writes).splitlines()
-        self.assertEqual([line.split()[2].strip('"') for line in lines],
+        text = "".join(self.stream.writes)
+        self.assertEqual(re.findall(r'"GET (\S+)"', text),
                          ["/first"] + ["/n%d" % i for i in range(200)])
+        self.assertEqual(text.count("\n"), 201)
         self.assertEqual(len(self.stream.writes), 1 + 4, [w.count("\n") for w in self.stream.writes])
         self.assertLessEqual(max(w.count("\n") for w in self.stream.writes), 64)
+
+    def test_on_the_plain_route_too(self):
+        self.handler.setFormatter(appserver.LogFormatter())  # as python appserver.py logs
+        self.assertIs(appserver.plain_access_route(self.logger), self.handler)
+        self.test_a_backlog_is_written_in_batches_of_at_most_64_lines_in_order()
 
     def test_a_line_from_any_other_thread_is_written_at_once(self):
         self.stream.release.set()
@@ -376,6 +382,22 @@ class PlainRoute(unittest.TestCase):
         self.assertEqual(ours.count("\n"), 7)
         self.assertIn("<time> WARNING", ours)
         self.assertIn(",999 INFO", ours)
+
+    def test_request_threads_help_on_the_plain_route_a_batch_to_a_write(self):
+        logger, handler = self.make_logger("help")
+        access_log = appserver.AccessLogQueue(logger)
+        access_log.listener.stop()  # no writer thread: only request threads write
+        paths = ["/n%d" % i for i in range(appserver.ACCESS_LOG_HELP_AT + 100)]
+        for path in paths:
+            access_log.record(time.time(), "127.0.0.1", "GET", path, 200, 1, 0.1)
+        writes = list(handler.stream.text)
+        self.assertTrue(writes)
+        self.assertEqual({write.count("\n") for write in writes}, {64})
+        self.assertEqual(re.findall(r'"GET (\S+)"', "".join(writes)), paths[:64 * len(writes)])
+        access_log.listener.start()
+        self.assertTrue(access_log.flush(5))
+        access_log.close()
+        self.assertEqual(re.findall(r'"GET (\S+)"', "".join(handler.stream.text)), paths)
 
     def test_a_child_logger_reaches_its_parents_handler(self):
         parent, handler = self.make_logger("parent")
