@@ -1128,9 +1128,11 @@ def main(argv=None):
     print("- key fetches by the app server: %d (the cache was warmed before measuring)"
           % fetches_after)
     if not args.no_access_log:
-        print("- app access log: %d lines written for the %d requests counted; %d reported "
-              "dropped (the log writer fell behind: the app did less work than it answered)"
-              % (written, answered, dropped))
+        print("- app access log: %d lines written for the %d requests counted (wrk does not "
+              "count those in flight when a run ends); %d reported dropped%s"
+              % (written, answered, dropped,
+                 " (the log writer fell behind: the app did less work than it answered)"
+                 if dropped else ""))
     print("- load average after the load runs: %.2f %.2f %.2f" % load_after)
     if steal is not None:
         print("- CPU steal while the bench ran: %.1f%% of all CPU time (time the virtual "
