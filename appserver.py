@@ -2388,7 +2388,7 @@ def _emsa_pkcs1_v15_prefix(size: int, hash_name: str) -> Optional[bytes]:
     """00 01 FF..FF 00 DigestInfo-prefix: EMSA-PKCS1-v1_5 (RFC 8017 9.2) up to the digest,
     for a ``size``-byte modulus; None when fewer than 8 bytes of padding fit."""
     prefix = DIGEST_INFO_PREFIXES[hash_name]
-    padding = size - len(prefix) - _HASHES[hash_name]().digest_size - 3
+    padding = size - len(prefix) - _HASHES[hash_name](usedforsecurity=False).digest_size - 3
     if padding < 8:
         return None
     return b"\x00\x01" + b"\xff" * padding + b"\x00" + prefix
@@ -3780,6 +3780,11 @@ def log_to_stream(stream, level: int = logging.INFO):
     logging.basicConfig(level=level, handlers=[handler])
 
 
+def _overrides(instance, names) -> bool:
+    """Whether a method of ``instance`` was replaced on the instance itself."""
+    return any(name in vars(instance) for name in names)
+
+
 def plain_access_route(logger: logging.Logger) -> Optional[BatchingStreamHandler]:
     """The one handler a record of ``logger`` at INFO reaches, when nothing on its way can
     drop, change or copy it: no filter, no other handler, no formatter but a LogFormatter
@@ -3787,6 +3792,10 @@ def plain_access_route(logger: logging.Logger) -> Optional[BatchingStreamHandler
     hands that handler the text: logging's own route for each line (Logger.handle,
     callHandlers, Handler.handle, the filters, a lock) cost more than its formatting. None
     otherwise: the records go through logging, one by one."""
+    if (type(logger).handle is not logging.Logger.handle
+            or type(logger).callHandlers is not logging.Logger.callHandlers
+            or _overrides(logger, ("handle", "callHandlers", "filter"))):
+        return None  # a Logger class or instance of the embedder's, which may change records
     found = None
     current = logger
     while current is not None:
@@ -3795,7 +3804,10 @@ def plain_access_route(logger: logging.Logger) -> Optional[BatchingStreamHandler
         for handler in current.handlers:
             if (found is not None or type(handler) is not BatchingStreamHandler
                     or handler.filters or handler.level > logging.INFO
-                    or type(handler.formatter) is not LogFormatter):
+                    or type(handler.formatter) is not LogFormatter
+                    or _overrides(handler, ("handle", "emit", "format", "filter"))
+                    or _overrides(handler.formatter, ("format", "formatTime", "formatMessage",
+                                                      "usesTime"))):
                 return None
             found = handler
         current = current.parent if current.propagate else None
@@ -3876,10 +3888,12 @@ class _AccessLogWriter(logging.handlers.QueueListener):
                 lines.append(format_plain(record) + terminator)
             except Exception:
                 self.queue_handler.dropped += 1
+                route.handleError(record)
         try:
             route.emit_lines("".join(lines))
-        except Exception:  # a broken sink
+        except Exception:  # a broken sink: reported as logging reports it, and counted
             self.queue_handler.dropped += len(lines)
+            route.handleError(None)
 
     def _write_held(self):
         self._lines = 0
@@ -3897,8 +3911,8 @@ class _AccessLogWriter(logging.handlers.QueueListener):
         rest. The threads that make the lines then write some too. One helper at a time,
         the others go on: a log sink that stalls holds up one connection (and a shutdown,
         which waits for it, until the sink drains), not every thread. A helper's lines can
-        overtake the one line the writer has taken and not yet written; lines were never in
-        arrival order, and each carries its arrival time."""
+        overtake the lines the writer has taken and not yet written (a batch at most); lines
+        were never in arrival order, and each carries its arrival time."""
         if not self._helping.acquire(blocking=False):
             return
         try:
@@ -3906,7 +3920,7 @@ class _AccessLogWriter(logging.handlers.QueueListener):
             try:
                 route = plain_access_route(self.logger)
                 records = self.queue.take_records(ACCESS_LOG_BATCH)
-                if route is not None:
+                if route is not None and records:
                     self._write_plain(route, records)
                 else:
                     for record in records:

@@ -4,6 +4,9 @@ Records are written by a background thread (QueueHandler + QueueListener), so th
 is written says nothing about the request; the record's own time must be its arrival.
 """
 
+import contextlib
+import functools
+import io
 import logging
 import re
 import sys
@@ -398,6 +401,49 @@ class PlainRoute(unittest.TestCase):
         self.assertTrue(access_log.flush(5))
         access_log.close()
         self.assertEqual(re.findall(r'"GET (\S+)"', "".join(handler.stream.text)), paths)
+
+    def test_an_embedders_logger_class_or_method_still_sees_every_line(self):
+        def redact(logger, record):
+            record.msg, record.args = record.getMessage().replace("secret", "***"), ()
+            logging.Logger.callHandlers(logger, record)
+
+        class Redacting(logging.Logger):
+            callHandlers = redact
+
+        for make in (lambda: Redacting("test.route.redacting"),
+                     lambda: self.make_logger("instance")[0]):
+            logger = make()
+            if type(logger) is Redacting:
+                logger.setLevel(logging.INFO)
+                handler = appserver.BatchingStreamHandler(StringStream())
+                handler.setFormatter(appserver.LogFormatter())
+                logger.addHandler(handler)
+            else:
+                logger.callHandlers = functools.partial(redact, logger)
+            self.assertIsNone(appserver.plain_access_route(logger))
+            access_log = appserver.AccessLogQueue(logger)
+            access_log.record(time.time(), "127.0.0.1", "GET", "/secret", 200, 1, 0.1)
+            self.assertTrue(access_log.flush(5))
+            access_log.close()
+            text = "".join(logger.handlers[0].stream.text)
+            self.assertIn('"GET /***"', text)
+            self.assertNotIn("secret", text)
+
+    def test_a_sink_that_fails_is_reported_as_logging_reports_it_and_counted(self):
+        logger, handler = self.make_logger("failing")
+
+        def write(text):
+            raise OSError(28, "No space left on device")
+        handler.stream.write = write
+        access_log = appserver.AccessLogQueue(logger)
+        self.addCleanup(access_log.close)
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            access_log.record(time.time(), "127.0.0.1", "GET", "/lost", 200, 1, 0.1)
+            self.assertTrue(access_log.flush(5))
+        self.assertIn("--- Logging error ---", stderr.getvalue())
+        self.assertIn("No space left on device", stderr.getvalue())
+        self.assertEqual(access_log.handler.dropped, 1)
 
     def test_a_child_logger_reaches_its_parents_handler(self):
         parent, handler = self.make_logger("parent")

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import random
 import unittest
+import unittest.mock
 
 import appserver
 from tests import rsa_testkit as kit
@@ -42,6 +43,19 @@ class KnownAnswerTest(unittest.TestCase):
         self.assertIs(appserver.rsa_verify(self.key, KAT_MSG, KAT_SIG), True)
         self.assertIs(appserver.rsa_verify(self.key, KAT_MSG, KAT_SIG, "md5"), True)
         self.assertIs(appserver.rsa_verify(self.key, KAT_MSG, KAT_SIG, hash_name="md5"), True)
+
+    def test_kat_valid_where_md5_is_refused_for_security_use(self):
+        # A FIPS-mode OpenSSL refuses md5() unless usedforsecurity=False; OSS signs with MD5.
+        def fips_md5(*data, usedforsecurity=True):
+            if usedforsecurity:
+                raise ValueError("[digital envelope routines] unsupported")
+            return hashlib.md5(*data, usedforsecurity=False)
+
+        appserver._emsa_pkcs1_v15_prefix.cache_clear()
+        self.addCleanup(appserver._emsa_pkcs1_v15_prefix.cache_clear)
+        with unittest.mock.patch.dict(appserver._HASHES, {"md5": fips_md5}):
+            self.assertIs(appserver.rsa_verify(self.key, KAT_MSG, KAT_SIG), True)
+            self.assertIs(appserver.rsa_verify(self.key, KAT_MSG + b"x", KAT_SIG), False)
 
     def test_kat_invalid_variants(self):
         variants = {
