@@ -3361,6 +3361,11 @@ ACCESS_LOG_INTERVAL = 0.1    # how long a line may wait for the writer thread
 ACCESS_LOG_BATCH = 64        # lines the writer thread may hand a stream in one write
 ACCESS_LOG_HELP_AT = 1024    # a backlog that request threads help to write, a batch at a time
 
+# Gives the CPU to another thread with the GIL released. A thread that drops the GIL for a
+# syscall that returns at once (a send, a recv whose data is there) takes it straight back:
+# the thread woken for it has not run yet. CPython's GIL is not handed over in turn.
+_yield_cpu = getattr(os, "sched_yield", lambda: time.sleep(0))
+
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 9110 5.6.2
 # method SP origin-form (or * for OPTIONS) SP HTTP/1.x, then CRLF or a bare LF (RFC 9112 2.2)
 _REQUEST_LINE = re.compile(r"(%s) (/[\x21-\x7e]*|\*) HTTP/1\.([0-9])\r?\n" % _TOKEN)
@@ -3460,6 +3465,11 @@ class AppRequestHandler(socketserver.StreamRequestHandler):
         self.close_connection = False
         while not self.close_connection:
             self.handle_one_request()
+            # Let the threads whose requests arrived meanwhile take the GIL first. Without this,
+            # a thread whose client sends its next request at once keeps the GIL for request
+            # after request, and the others wait for it in 5 ms switch intervals: at 64
+            # keep-alive connections the token p99 was 100 to 300 ms where the median was 2.
+            _yield_cpu()
 
     def handle_one_request(self):
         self.close_connection = True
@@ -3822,9 +3832,6 @@ def _write_held_lines():
             handler.flush()
         except Exception:  # a broken sink: reported as logging reports it, and go on
             handler.handleError(None)
-
-
-_yield_cpu = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 
 class _AccessLogWriter(logging.handlers.QueueListener):
