@@ -11,6 +11,7 @@ grant, so the servers run with callback_binding=False and the body reaches the s
 
 import base64
 import http.client
+import io
 import os
 import socket
 import struct
@@ -442,6 +443,60 @@ class SignedCallbackFramingTest(unittest.TestCase):
             "POST", "/cb?x=1", headers + [("Content-Length", str(len(body)))], body))
         assert_ok_upload(self, *response, {"object": "user-dir-prefix/a.jpg",
                                            "pad": "x" * (self.MAX - len(prefix))})
+
+
+class HeaderBlockTest(unittest.TestCase):
+    """The header block as the handler reads it (RFC 9112 5), with literal expectations: the
+    whole block buffered at once (one match for all lines), and line by line (the reader that
+    alone decides what is refused), must give the same fields or both refuse."""
+
+    WELL_FORMED = [
+        (b"Host: x\r\nX-A:  v w \t\r\n", {"host": ["x"], "x-a": ["v w"]}),
+        (b"X-A:\r\n", {"x-a": [""]}),
+        (b"X-A: a:b\r\nx-a: c\r\n", {"x-a": ["a:b", "c"]}),
+        (b"X-A: caf\xe9\r\n", {"x-a": ["caf\xe9"]}),      # obs-text, read as latin-1
+        (b"X-A: a\tb\r\n", {"x-a": ["a\tb"]}),
+        (b"!#$%&'*+.^_`|~0-9A-Za-z: t\r\n", {"!#$%&'*+.^_`|~0-9a-za-z": ["t"]}),
+    ]
+    MALFORMED = [b"X-A: a\rb\r\n", b"X A: v\r\n", b"X-A : v\r\n", b"Host: x\r\n folded\r\n",
+                 b"X-A: a\x00\r\n", b"X-A: \x7f\r\n", b": v\r\n", b"X-A v\r\n",
+                 b"X(A): v\r\n"]
+
+    def reader(self, block, fast):
+        handler = appserver.AppRequestHandler.__new__(appserver.AppRequestHandler)
+        handler.rfile = io.BufferedReader(io.BytesIO(block + b"\r\nBODY"))
+        handler.deadline = time.monotonic() + 60
+        if not fast:
+            handler._read_buffered_headers = lambda: None
+        return handler
+
+    def read(self, block, fast):
+        handler = self.reader(block, fast)
+        headers = (handler._read_buffered_headers() if fast else handler._read_headers())
+        return headers, handler.rfile.read()
+
+    def test_well_formed_blocks_read_the_same_either_way(self):
+        for block, expected in self.WELL_FORMED:
+            for fast in (True, False):
+                with self.subTest(block=block, fast=fast):
+                    self.assertEqual(self.read(block, fast), (expected, b"BODY"))
+
+    def test_malformed_blocks_are_left_to_the_line_reader_which_refuses_them(self):
+        for block in self.MALFORMED:
+            with self.subTest(block=block):
+                self.assertEqual(self.read(block, fast=True), (None, block + b"\r\nBODY"))
+                with self.assertRaises(appserver.BadRequest):
+                    self.read(block, fast=False)
+
+    def test_a_hundred_headers_are_read_and_a_hundred_and_one_are_431(self):
+        hundred = b"".join(b"X-%d: v\r\n" % i for i in range(100))
+        for fast in (True, False):
+            with self.subTest(fast=fast):
+                headers, rest = self.read(hundred, fast)
+                self.assertEqual((len(headers), rest), (100, b"BODY"))
+        self.assertEqual(self.read(hundred + b"X-100: v\r\n", fast=True)[0], None)
+        with self.assertRaises(appserver.RequestHeaderFieldsTooLarge):
+            self.read(hundred + b"X-100: v\r\n", fast=False)
 
 
 if __name__ == "__main__":
