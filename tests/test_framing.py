@@ -321,6 +321,13 @@ class FramingTest(unittest.TestCase):
                     conn.request("GET", "/healthz")
                     response = conn.getresponse()
                     self.assertEqual((response.status, response.read()), (200, b'{"Status":"OK"}'))
+            del yields[:]
+            with mock.patch.object(appserver, "_yield_cpu", counting_yield):
+                # A connection that closes after its answer has no next request to yield for.
+                data = self.exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close"
+                                     b"\r\n\r\n")
+                self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data[:60])
+                self.assertEqual(yields, [])
         finally:
             conn.close()
 
