@@ -453,8 +453,8 @@ class SignedCallbackFramingTest(unittest.TestCase):
 
 class HeaderBlockTest(unittest.TestCase):
     """The header block as the handler reads it (RFC 9112 5), with literal expectations: the
-    whole block buffered at once (one match for all lines), and line by line (the reader that
-    alone decides what is refused), must give the same fields or both refuse."""
+    whole block parsed from the buffer at once, and line by line (the reader that alone
+    decides what is refused), must give the same fields or both refuse."""
 
     WELL_FORMED = [
         (b"Host: x\r\nX-A:  v w \t\r\n", {"host": ["x"], "x-a": ["v w"]}),
@@ -468,17 +468,14 @@ class HeaderBlockTest(unittest.TestCase):
                  b"X-A: a\x00\r\n", b"X-A: \x7f\r\n", b": v\r\n", b"X-A v\r\n",
                  b"X(A): v\r\n"]
 
-    def reader(self, block, fast):
+    def read(self, block, fast):
+        """(what the reader returns, what it left unread of the block and a body)."""
         handler = appserver.AppRequestHandler.__new__(appserver.AppRequestHandler)
         handler.rfile = io.BufferedReader(io.BytesIO(block + b"\r\nBODY"))
         handler.deadline = time.monotonic() + 60
         if not fast:
             handler._read_buffered_headers = lambda: None
-        return handler
-
-    def read(self, block, fast):
-        handler = self.reader(block, fast)
-        headers = (handler._read_buffered_headers() if fast else handler._read_headers())
+        headers = handler._read_buffered_headers() if fast else handler._read_headers()
         return headers, handler.rfile.read()
 
     def test_well_formed_blocks_read_the_same_either_way(self):
